@@ -1,0 +1,21 @@
+/* routes — the route table of `orrery serve`, in one place, with the handlers it names.
+ * Handlers live in src/api_<area>.c. */
+#ifndef ORRERY_ROUTES_H
+#define ORRERY_ROUTES_H
+
+#include <stddef.h>
+
+#include "router.h"
+
+/* The table; with_test_routes adds the fixtures mounted only when ORRERY_ENV=test. */
+const struct route *routes_table(int with_test_routes, size_t *count);
+
+/* api_health.c */
+void api_healthz(struct http_req *req);
+void api_readyz(struct http_req *req);
+void api_metrics(struct http_req *req);
+/* api_test.c */
+void api_test_echo(struct http_req *req);
+void api_test_unanswered(struct http_req *req);
+
+#endif
