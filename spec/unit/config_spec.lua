@@ -1,0 +1,66 @@
+-- The real configuration parser (src/config.c) through orrery.core.
+local core = require("orrery.core")
+
+describe("config", function()
+  it("has laptop defaults", function()
+    local c = assert(core.config_check({}))
+    assert.equal("127.0.0.1", c.listen_host)
+    assert.equal(8080, c.listen_port)
+    assert.equal("development", c.env)
+    assert.equal("info", c.log_level)
+    assert.equal(10, c.db_pool)
+    assert.is_true(c.workers >= 1)
+    assert.equal(1048576, c.max_body)
+    assert.is_false(c.llm_api_key_set)
+  end)
+
+  it("reads every variable", function()
+    local c = assert(core.config_check({
+      ORRERY_LISTEN = "0.0.0.0:9000", ORRERY_ENV = "production", ORRERY_LOG_LEVEL = "warn",
+      ORRERY_DB_POOL = "4", ORRERY_WORKERS = "3", ORRERY_MAX_BODY_BYTES = "2048",
+      ORRERY_CONNECTION_TIMEOUT = "7", ORRERY_SHUTDOWN_TIMEOUT = "0", OPENAI_API_KEY = "sk-x",
+    }))
+    assert.equal("0.0.0.0", c.listen_host)
+    assert.equal(9000, c.listen_port)
+    assert.equal("production", c.env)
+    assert.equal("warn", c.log_level)
+    assert.equal(4, c.db_pool)
+    assert.equal(3, c.workers)
+    assert.equal(2048, c.max_body)
+    assert.equal(7, c.connection_timeout)
+    assert.equal(0, c.shutdown_timeout)
+    assert.is_true(c.llm_api_key_set)
+  end)
+
+  it("accepts IPv6 listen addresses", function()
+    local c = assert(core.config_check({ ORRERY_LISTEN = "[::1]:8081" }))
+    assert.equal("::1", c.listen_host)
+    assert.equal(8081, c.listen_port)
+  end)
+
+  local bad = {
+    { "ORRERY_LISTEN", "127.0.0.1:abc" },
+    { "ORRERY_LISTEN", "127.0.0.1:70000" },
+    { "ORRERY_LISTEN", "127.0.0.1:-1" },
+    { "ORRERY_LISTEN", "8080" },
+    { "ORRERY_LISTEN", "example.com:80" },
+    { "ORRERY_DB_POOL", "-3" },
+    { "ORRERY_DB_POOL", "0" },
+    { "ORRERY_DB_POOL", "ten" },
+    { "ORRERY_WORKERS", "2x" },
+    { "ORRERY_MAX_BODY_BYTES", "-1" },
+    { "ORRERY_CONNECTION_TIMEOUT", "0" },
+    { "ORRERY_ENV", "staging" },
+    { "ORRERY_LOG_LEVEL", "loud" },
+    { "DATABASE_URL", "mysql://x" },
+    { "ORRERY_LLM_BASE_URL", "ftp://x" },
+  }
+  for _, case in ipairs(bad) do
+    it("refuses " .. case[1] .. "=" .. case[2] .. " naming the variable", function()
+      local c, err = core.config_check({ [case[1]] = case[2] })
+      assert.is_nil(c)
+      assert.equal(case[1], err:match("^([%w_]+):"))
+      assert.is_nil(err:find("\n"), "one line")
+    end)
+  end
+end)
