@@ -27,6 +27,10 @@ $(1)/obj:
 	@mkdir -p $$@ $(1)/bin $(1)/lua/orrery
 $(1)/bin/orrery: $(patsubst src/%.c,$(1)/obj/%.o,$(LIB_SRCS) src/main.c)
 	$$(CC) $(2) -pthread $$^ -o $$@ $$(PKG_LIBS) -lm
+$(1)/obj/bench_hello.o: bench/hello.c src/http.h | $(1)/obj
+	$$(CC) $$(ALL_CFLAGS) $(2) -c $$< -o $$@
+$(1)/bin/orrery-bench-hello: $(1)/obj/bench_hello.o $(patsubst src/%.c,$(1)/obj/%.o,$(LIB_SRCS))
+	$$(CC) $(2) -pthread $$^ -o $$@ $$(PKG_LIBS) -lm
 $(1)/lua/orrery/core.so: $(patsubst src/%.c,$(1)/obj/%.o,$(LIB_SRCS) src/lua_core.c)
 	$$(CC) $(2) -shared -pthread $$^ -o $$@ $$(MOD_LIBS) -lm
 endef
@@ -63,6 +67,7 @@ test-asan: build-asan db-start
 	@scripts/test.sh build-asan
 
 bench: build db-start
+	@$(MAKE) --no-print-directory build/bin/orrery-bench-hello
 	@scripts/bench.sh
 
 lint:

@@ -29,7 +29,7 @@ run_suite() {
   local name=$1; shift
   local out; out=$(mktemp)
   echo "== $name"
-  if [[ "$BUILD" == build-asan && "$name" == unit ]]; then
+  if [[ "$BUILD" == build-asan && "$*" != *integration* ]]; then
     LD_PRELOAD="$ASAN_PRELOAD" ASAN_OPTIONS="detect_leaks=0:halt_on_error=1" \
       busted --lua=lua5.4 -o plainTerminal "$@" 2>&1 | tee "$out"
   else
@@ -45,8 +45,12 @@ run_suite() {
   rm -f "$out"
 }
 
-run_suite unit spec/unit "$@"
-run_suite integration spec/integration "$@"
+if [[ $# -gt 0 ]]; then
+  run_suite selected "$@"             # scripts/test.sh build spec/unit/router_spec.lua ...
+else
+  run_suite unit spec/unit
+  run_suite integration spec/integration
+fi
 
 if [[ "$BUILD" == build-asan ]] && compgen -G "$ROOT/.data/asan/*" >/dev/null; then
   echo "== sanitizer reports:"; cat "$ROOT"/.data/asan/* | head -n 200

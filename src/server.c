@@ -90,9 +90,10 @@ int server_run(const struct config *cfg) {
     const char *fmt = strchr(cfg->listen_host, ':') ? "http://[%s]:%d" : "http://%s:%d";
     char url[128];
     snprintf(url, sizeof url, fmt, cfg->listen_host, port);
-    log_fields(LOG_INFO, json_pack("{s:s, s:i, s:i, s:s}", "url", url, "port", port, "workers", cfg->workers, "env",
-                                   config_env_name(cfg->env)),
-               "listening on %s", url);
+    json_t *where = json_pack("{s:s, s:i, s:i, s:s}", "url", url, "port", port, "workers", cfg->workers, "env",
+                              config_env_name(cfg->env));
+    log_fields(LOG_INFO, where, "listening on %s", url);
+    json_decref(where);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {

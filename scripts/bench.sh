@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make bench: wrk against the real server and against the bare libmicrohttpd ceiling on the same
+# machine, one after the other; writes the table to bench/RESULTS.md.
+# BENCH_DURATION (seconds per run, default 10), BENCH_ROUNDS (runs per target, median kept;
+# default 3), BENCH_CONNECTIONS (default 64).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+DUR=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNECTIONS:-64}
+THREADS=2
+OUT=bench/RESULTS.md
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+  || lua5.4 -e 'local s=require("socket").bind("127.0.0.1",0); print(select(2,s:getsockname())); s:close()'; }
+wait_port() { for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
+
+# measure NAME URL -> runs wrk ROUNDS times; appends "name|median req/s|p50|p99" (the median run's) to rows
+measure() {
+  local name=$1 url=$2 out="$TMP/wrk.txt" runs="$TMP/runs"
+  : >"$runs"
+  for _ in $(seq 1 "$ROUNDS"); do
+    wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "$url" >"$out"
+    echo "$(awk '/^Requests\/sec:/ {print $2}' "$out")|$(awk '$1=="50%" {print $2}' "$out")|$(awk '$1=="99%" {print $2}' "$out")" >>"$runs"
+  done
+  local row; row=$(sort -t'|' -k1,1g "$runs" | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+  echo "$name|$row" >>"$TMP/rows"
+  echo "bench: $name: $(cut -d'|' -f1 <<<"$row") req/s (median of $ROUNDS), p50 $(cut -d'|' -f2 <<<"$row"), p99 $(cut -d'|' -f3 <<<"$row")"
+}
+
+# Both servers run side by side; each is warmed up, then measured alone (the other idle).
+HP=$(free_port)
+build/bin/orrery-bench-hello "$HP" & PIDS+=($!)
+DB=bench_$(date +%s)
+ADMIN=$(scripts/db.sh admin-url)
+psql -X -q "$ADMIN" -c "CREATE DATABASE $DB OWNER orrery"
+trap 'cleanup; psql -X -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+export DATABASE_URL; DATABASE_URL=$(scripts/db.sh url | sed "s#/orrery\$#/$DB#")
+# Logs at warn so the terminal is not what gets measured.
+export ORRERY_MIGRATIONS_DIR="$ROOT/migrations" ORRERY_LOG_LEVEL=warn ORRERY_MAX_CONNECTIONS_PER_IP=0
+export ORRERY_JWT_SECRET=${ORRERY_JWT_SECRET:-bench-secret-bench-secret-bench-secret-0}
+build/bin/orrery migrate
+SP=$(free_port)
+ORRERY_LISTEN="127.0.0.1:$SP" build/bin/orrery serve & PIDS+=($!)
+wait_port "$HP"; wait_port "$SP"
+for url in "http://127.0.0.1:$HP/healthz" "http://127.0.0.1:$SP/healthz"; do
+  wrk -t"$THREADS" -c"$CONNS" -d2s "$url" >/dev/null
+done
+
+measure "bare libmicrohttpd handler (ceiling)" "http://127.0.0.1:$HP/healthz"
+measure "orrery serve GET /healthz" "http://127.0.0.1:$SP/healthz"
+
+ceiling=$(sed -n 1p "$TMP/rows" | cut -d'|' -f2)
+healthz=$(sed -n 2p "$TMP/rows" | cut -d'|' -f2)
+ratio=$(awk -v a="$healthz" -v b="$ceiling" 'BEGIN { printf "%.1f", 100 * a / b }')
+cost=$(awk -v r="$ratio" 'BEGIN { printf "%.1f", 100 - r }')
+verdict=$(awk -v c="$cost" 'BEGIN { print (c < 10) ? "met" : "NOT met" }')
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Written by \`make bench\` ($(date -u +%Y-%m-%dT%H:%M:%SZ)). Command per row:"
+  echo "\`wrk -t$THREADS -c$CONNS -d${DUR}s --latency URL\`, median of $ROUNDS runs after a warm-up;"
+  echo "wrk shares the machine's cores with the server, as it would on CI."
+  echo
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(free -g | awk '/^Mem:/ {print $2}') GiB,"
+  echo "$(uname -sr), libmicrohttpd $(pkg-config --modversion libmicrohttpd), orrery $(build/bin/orrery version | cut -d' ' -f2)."
+  echo
+  echo "| target | requests/s | p50 | p99 |"
+  echo "| --- | ---: | ---: | ---: |"
+  while IFS='|' read -r n r p5 p9; do echo "| $n | $r | $p5 | $p9 |"; done <"$TMP/rows"
+  echo
+  echo "Router + middleware + metrics keep ${ratio}% of the bare handler's throughput (cost ${cost}%;"
+  echo "target: under 10% — $verdict)."
+} >"$OUT"
+echo "bench: wrote $OUT"
