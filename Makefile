@@ -70,7 +70,7 @@ bench: build db-start
 	@$(MAKE) --no-print-directory build/bin/orrery-bench-hello
 	@scripts/bench.sh
 
-lint:
+lint: deps
 	luacheck lib spec agents
 
 clean:

@@ -45,9 +45,15 @@ run_suite() {
   rm -f "$out"
 }
 
+lint() {
+  echo "== lint (luacheck)"
+  if luacheck -q lib spec agents; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
 if [[ $# -gt 0 ]]; then
   run_suite selected "$@"             # scripts/test.sh build spec/unit/router_spec.lua ...
 else
+  lint
   run_suite unit spec/unit
   run_suite integration spec/integration
 fi
