@@ -71,7 +71,7 @@ bench: build db-start
 	@scripts/bench.sh
 
 lint: deps
-	luacheck lib spec agents
+	luacheck $(wildcard lib spec agents)
 
 clean:
 	rm -rf build build-asan

@@ -18,7 +18,7 @@ if [[ -z "${ORRERY_JWT_SECRET:-}" ]]; then
   fi
   ORRERY_JWT_SECRET=$(cat .data/jwt-secret); export ORRERY_JWT_SECRET
 fi
-BIN="$ROOT/build/bin/orrery"
+BIN="${ORRERY_BIN:-$ROOT/build/bin/orrery}"
 
 "$BIN" migrate
 [[ "${1:-serve}" == migrate ]] && exit 0

@@ -47,7 +47,8 @@ run_suite() {
 
 lint() {
   echo "== lint (luacheck)"
-  if luacheck -q lib spec agents; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  local dirs=(); for d in lib spec agents; do [[ -d $d ]] && dirs+=("$d"); done
+  if luacheck -q "${dirs[@]}"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 }
 
 if [[ $# -gt 0 ]]; then

@@ -29,6 +29,10 @@ describe("readiness", function()
       srv:stop()
     end)
     assert.equal(200, h.get(srv.port, "/readyz").status)
+    -- Load throughout: 8 connections hammering /readyz while PostgreSQL goes away and comes back.
+    local wrk_out = srv.dir .. "/wrk.txt"
+    os.execute(string.format("wrk -t1 -c8 -d6s http://127.0.0.1:%d/readyz >%s 2>&1 &", srv.port, wrk_out))
+    h.sleep(1)
     local code = h.db_stop()
     assert.equal(0, code)
     local res = h.get(srv.port, "/readyz")
@@ -44,6 +48,16 @@ describe("readiness", function()
     until status == 200 or h.now() > deadline
     assert.equal(200, status)
     assert.is_true(srv:alive())
+    -- Every answer under load was 200 or 503: no 500s, no dropped connections.
+    deadline = h.now() + 10
+    while not (h.read_file(wrk_out) or ""):find("Requests/sec") and h.now() < deadline do h.sleep(0.2) end
+    local report = h.read_file(wrk_out)
+    assert.matches("Requests/sec", report)
+    assert.is_nil(report:find("Socket errors"), report)
+    local metrics = h.get(srv.port, "/metrics").body
+    assert.matches('route="/readyz",method="GET",status="503"} %d+', metrics)
+    assert.matches('route="/readyz",method="GET",status="200"} %d+', metrics)
+    assert.is_nil(metrics:find('route="/readyz",method="GET",status="5[0-9][0-24-9]"'), "only 200 and 503")
   end)
 end)
 
