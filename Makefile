@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-PKGS := lua5.4 lua5.4-cjson libmicrohttpd libpq jansson libjwt libargon2 libcurl zlib
+PKGS := lua5.4 lua5.4-cjson libmicrohttpd libpq jansson libjwt libargon2 libcurl zlib libcrypto
 # Recursively expanded on purpose: pkg-config must run after `make deps` installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))

@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential pkg-config
   liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev lua-busted lua-socket lua-check
-  libmicrohttpd-dev libpq-dev libjansson-dev libjwt-dev libargon2-dev libcurl4-openssl-dev zlib1g-dev
+  libmicrohttpd-dev libpq-dev libjansson-dev libjwt-dev libargon2-dev libcurl4-openssl-dev zlib1g-dev libssl-dev
   postgresql-15 postgresql-client-15
   curl wrk
 )

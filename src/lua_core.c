@@ -15,5 +15,6 @@ int luaopen_orrery_core(lua_State *L) {
     router_lua_register(L);
     migrate_lua_register(L);
     lua_api_lua_register(L);
+    auth_lua_register(L);
     return 1;
 }

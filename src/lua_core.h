@@ -10,5 +10,6 @@ void config_lua_register(lua_State *L);
 void router_lua_register(lua_State *L);
 void migrate_lua_register(lua_State *L);
 void lua_api_lua_register(lua_State *L);
+void auth_lua_register(lua_State *L);
 
 #endif
