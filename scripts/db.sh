@@ -2,7 +2,8 @@
 # The project's own PostgreSQL 15 cluster under .data/ (dev and tests).
 #   db.sh start   initdb on first use, start, create role + database `orrery`, print DATABASE_URL
 #   db.sh stop    stop the cluster (fast shutdown)
-#   db.sh url     print the DATABASE_URL of the app role
+#   db.sh url     print the DATABASE_URL of the app role `orrery_app` (not owner, not superuser, no BYPASSRLS)
+#   db.sh owner-url  print the URL of `orrery`, owner of the schema, which runs migrations
 #   db.sh admin-url  print a superuser URL over the private socket (tests create databases with it)
 #   db.sh status
 # Port: ORRERY_PG_PORT (default 54329). As root the server runs as the `postgres` user.
@@ -33,6 +34,10 @@ as_pg() { "${RUN_AS[@]}" "$@"; }
 admin_psql() { "$PG_BIN/../bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres "$@"; }
 
 app_url() {
+  local pw; pw=$(cat "$PASSFILE")
+  printf 'postgresql://orrery_app:%s@127.0.0.1:%s/orrery\n' "$pw" "$PORT"
+}
+owner_url() {
   local pw; pw=$(cat "$PASSFILE")
   printf 'postgresql://orrery:%s@127.0.0.1:%s/orrery\n' "$pw" "$PORT"
 }
@@ -69,6 +74,8 @@ start() {
   admin_psql -d postgres -v pw="$pw" <<'SQL'
 SELECT format('CREATE ROLE orrery LOGIN PASSWORD %L', :'pw') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orrery') \gexec
 ALTER ROLE orrery NOSUPERUSER NOCREATEROLE NOBYPASSRLS PASSWORD :'pw';
+SELECT format('CREATE ROLE orrery_app LOGIN PASSWORD %L', :'pw') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'orrery_app') \gexec
+ALTER ROLE orrery_app NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS PASSWORD :'pw';
 SELECT 'CREATE DATABASE orrery OWNER orrery' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'orrery') \gexec
 SQL
   echo "db: PostgreSQL 15 on 127.0.0.1:$PORT (data $PGDATA)"
@@ -78,7 +85,8 @@ case "${1:-}" in
   start) start ;;
   stop) if running; then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null; echo "db: stopped"; else echo "db: not running"; fi ;;
   url) app_url ;;
+  owner-url) owner_url ;;
   admin-url) printf 'postgresql://postgres@/postgres?host=%s&port=%s\n' "$SOCK" "$PORT" ;;
   status) if running; then echo "db: running on 127.0.0.1:$PORT"; else echo "db: stopped"; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|url|admin-url|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|url|owner-url|admin-url|status" >&2; exit 2 ;;
 esac

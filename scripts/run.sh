@@ -6,6 +6,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 export DATABASE_URL="${DATABASE_URL:-$(scripts/db.sh url)}"
+# Migrations run as the schema owner; the server as the app role that row-level security binds.
+if [[ -z "${ORRERY_MIGRATION_DATABASE_URL:-}" ]]; then
+  if [[ "$DATABASE_URL" == "$(scripts/db.sh url)" ]]; then ORRERY_MIGRATION_DATABASE_URL=$(scripts/db.sh owner-url)
+  else ORRERY_MIGRATION_DATABASE_URL=$DATABASE_URL; fi
+fi
+export ORRERY_MIGRATION_DATABASE_URL
 export ORRERY_LISTEN="${ORRERY_LISTEN:-127.0.0.1:8080}"
 export ORRERY_ENV="${ORRERY_ENV:-development}"
 export ORRERY_MIGRATIONS_DIR="${ORRERY_MIGRATIONS_DIR:-$ROOT/migrations}"

@@ -13,6 +13,7 @@ export LUA_CPATH="$ROOT/$BUILD/lua/?.so;;"
 export LUA_PATH="$ROOT/lib/?.lua;$ROOT/lib/?/init.lua;$ROOT/spec/support/?.lua;;"
 export ORRERY_TEST_ADMIN_URL="$(scripts/db.sh admin-url)"
 export ORRERY_TEST_APP_URL="$(scripts/db.sh url)"
+export ORRERY_TEST_OWNER_URL="$(scripts/db.sh owner-url)"
 export ORRERY_TEST_ROOT="$ROOT"
 
 if [[ "$BUILD" == build-asan ]]; then

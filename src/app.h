@@ -5,17 +5,25 @@
 
 #include <time.h>
 
+#include "auth.h"
 #include "config.h"
 #include "db.h"
 #include "migrate.h"
 
 struct http_server;
+struct ratelimit;
+struct workpool;
 
 struct app {
     const struct config *cfg;
     struct db_pool *db;
     struct migration_set migrations;
     struct http_server *http;
+    struct workpool *work;          /* password hashing */
+    struct auth_keys keys;          /* access tokens */
+    unsigned char secret[256];      /* the key bytes keys.secret points at */
+    struct ratelimit *rate_ip;      /* login/register attempts per client address per minute */
+    struct ratelimit *rate_account; /* failed logins per account per 15 minutes */
     time_t started;
 };
 

@@ -84,6 +84,7 @@ const char *config_env_name(enum config_env env) {
 void config_free(struct config *cfg) {
     if (!cfg) return;
     free(cfg->database_url);
+    free(cfg->migration_database_url);
     free(cfg->jwt_secret);
     free(cfg->admin_email);
     free(cfg->admin_password);
@@ -135,10 +136,21 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     cfg->max_connections_per_ip = (int)v;
     v = 30;        if (get_int(get, ud, "ORRERY_CONNECTION_TIMEOUT", 1, 3600, &v, err, errlen)) goto fail;
     cfg->conn_timeout_s = (int)v;
+    v = 900;       if (get_int(get, ud, "ORRERY_ACCESS_TOKEN_TTL", 30, 86400, &v, err, errlen)) goto fail;
+    cfg->access_ttl_s = (int)v;
+    v = 30 * 86400; if (get_int(get, ud, "ORRERY_REFRESH_TOKEN_TTL", 60, 365 * 86400, &v, err, errlen)) goto fail;
+    cfg->refresh_ttl_s = (int)v;
+    v = 20;        if (get_int(get, ud, "ORRERY_AUTH_RATE_PER_IP", 1, 1000000, &v, err, errlen)) goto fail;
+    cfg->auth_rate_ip = (int)v;
+    v = 10;        if (get_int(get, ud, "ORRERY_AUTH_RATE_PER_ACCOUNT", 1, 1000000, &v, err, errlen)) goto fail;
+    cfg->auth_rate_account = (int)v;
+    v = 2;         if (get_int(get, ud, "ORRERY_AUTH_WORKERS", 1, 64, &v, err, errlen)) goto fail;
+    cfg->auth_workers = (int)v;
     v = 10;        if (get_int(get, ud, "ORRERY_SHUTDOWN_TIMEOUT", 0, 3600, &v, err, errlen)) goto fail;
     cfg->shutdown_timeout_s = (int)v;
 
     if (get_str(get, ud, "DATABASE_URL", "postgresql://orrery@127.0.0.1:54329/orrery", &cfg->database_url) ||
+        get_str(get, ud, "ORRERY_MIGRATION_DATABASE_URL", cfg->database_url, &cfg->migration_database_url) ||
         get_str(get, ud, "ORRERY_JWT_SECRET", NULL, &cfg->jwt_secret) ||
         get_str(get, ud, "ORRERY_ADMIN_EMAIL", NULL, &cfg->admin_email) ||
         get_str(get, ud, "ORRERY_ADMIN_PASSWORD", NULL, &cfg->admin_password) ||
@@ -153,6 +165,24 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     }
     if (strncmp(cfg->database_url, "postgresql://", 13) && strncmp(cfg->database_url, "postgres://", 11)) {
         fail(err, errlen, "DATABASE_URL: expected a postgresql:// URI");
+        goto fail;
+    }
+    if (strncmp(cfg->migration_database_url, "postgresql://", 13) &&
+        strncmp(cfg->migration_database_url, "postgres://", 11)) {
+        fail(err, errlen, "ORRERY_MIGRATION_DATABASE_URL: expected a postgresql:// URI");
+        goto fail;
+    }
+    if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32) {
+        fail(err, errlen, "ORRERY_JWT_SECRET: must be at least 32 bytes (got %zu)", strlen(cfg->jwt_secret));
+        goto fail;
+    }
+    if (!cfg->jwt_secret && cfg->env == ENV_PRODUCTION) {
+        fail(err, errlen, "ORRERY_JWT_SECRET: required in production (at least 32 random bytes)");
+        goto fail;
+    }
+    if ((cfg->admin_email == NULL) != (cfg->admin_password == NULL)) {
+        fail(err, errlen, "%s: set ORRERY_ADMIN_EMAIL and ORRERY_ADMIN_PASSWORD together",
+             cfg->admin_email ? "ORRERY_ADMIN_PASSWORD" : "ORRERY_ADMIN_EMAIL");
         goto fail;
     }
     if (strncmp(cfg->llm_base_url, "http://", 7) && strncmp(cfg->llm_base_url, "https://", 8)) {
@@ -202,6 +232,9 @@ static int l_config_check(lua_State *L) {
     lua_pushstring(L, cfg.migrations_dir); lua_setfield(L, -2, "migrations_dir");
     lua_pushstring(L, cfg.llm_base_url); lua_setfield(L, -2, "llm_base_url");
     lua_pushboolean(L, cfg.llm_api_key != NULL); lua_setfield(L, -2, "llm_api_key_set");
+    lua_pushboolean(L, cfg.jwt_secret != NULL); lua_setfield(L, -2, "jwt_secret_set");
+    lua_pushinteger(L, cfg.access_ttl_s); lua_setfield(L, -2, "access_ttl");
+    lua_pushinteger(L, cfg.refresh_ttl_s); lua_setfield(L, -2, "refresh_ttl");
     config_free(&cfg);
     return 1;
 }

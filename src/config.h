@@ -12,11 +12,18 @@ enum config_env { ENV_DEVELOPMENT, ENV_PRODUCTION, ENV_TEST };
 struct config {
     char listen_host[64];      /* ORRERY_LISTEN host part, numeric IPv4/IPv6 */
     int listen_port;           /* ORRERY_LISTEN port part; 0 = any free port */
-    char *database_url;        /* DATABASE_URL (owned) */
+    char *database_url;        /* DATABASE_URL (owned): the app role */
+    char *migration_database_url; /* ORRERY_MIGRATION_DATABASE_URL (owned), default DATABASE_URL:
+                                     the schema owner, for `orrery migrate` */
     int db_pool;               /* ORRERY_DB_POOL */
     int db_timeout_ms;         /* ORRERY_DB_TIMEOUT_MS: wait for a pooled connection, statement_timeout */
     enum config_env env;       /* ORRERY_ENV */
     char *jwt_secret;          /* ORRERY_JWT_SECRET (owned, may be NULL) */
+    int access_ttl_s;          /* ORRERY_ACCESS_TOKEN_TTL: seconds, default 900 */
+    int refresh_ttl_s;         /* ORRERY_REFRESH_TOKEN_TTL: seconds, default 30 days */
+    int auth_rate_ip;          /* ORRERY_AUTH_RATE_PER_IP: login/register attempts per minute per IP */
+    int auth_rate_account;     /* ORRERY_AUTH_RATE_PER_ACCOUNT: failed logins per 15 minutes per account */
+    int auth_workers;          /* ORRERY_AUTH_WORKERS: threads hashing passwords, default 2 */
     char *admin_email;         /* ORRERY_ADMIN_EMAIL (owned, may be NULL) */
     char *admin_password;      /* ORRERY_ADMIN_PASSWORD (owned, may be NULL) */
     char *llm_base_url;        /* ORRERY_LLM_BASE_URL (owned) */

@@ -25,6 +25,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "workpool.h"
 
 #define MAX_RESP_HEADERS 8
 
@@ -36,6 +37,8 @@ struct http_server {
     int bare;
     int port;
     atomic_int inflight;
+    struct http_hooks hooks;
+    struct workpool *work;
 };
 
 struct resp_header {
@@ -65,6 +68,12 @@ struct http_req {
     const char *resp_type;
     struct resp_header headers[MAX_RESP_HEADERS];
     int nheaders;
+    /* application state */
+    void *local;
+    void (*local_free)(void *);
+    void (*deferred)(struct http_req *req); /* set while the work runs on the pool */
+    atomic_int deferred_done;
+    char client_ip[64];
 };
 
 /* ---- Request ids ---- */
@@ -200,6 +209,52 @@ const char *http_header(const struct http_req *req, const char *name) {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+const char *http_client_ip(const struct http_req *req) { return req->client_ip; }
+int http_status(const struct http_req *req) { return req->status; }
+void *http_local(const struct http_req *req) { return req->local; }
+
+void http_set_local(struct http_req *req, void *local, void (*free_fn)(void *)) {
+    if (req->local && req->local_free) req->local_free(req->local);
+    req->local = local;
+    req->local_free = free_fn;
+}
+
+static void fill_client_ip(struct http_req *req) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    req->client_ip[0] = '\0';
+    if (!ci || !ci->client_addr) return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, req->client_ip, sizeof req->client_ip);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, req->client_ip, sizeof req->client_ip);
+}
+
+/* ---- Deferred work ---- */
+
+static void run_deferred(void *arg) {
+    struct http_req *req = arg;
+    log_set_request_id(req->request_id);
+    req->deferred(req);
+    if (req->server->hooks.end) req->server->hooks.end(req);
+    log_set_request_id(NULL);
+    atomic_store(&req->deferred_done, 1);
+    /* After this call libmicrohttpd may run the access handler (and free req) on another thread. */
+    MHD_resume_connection(req->conn);
+}
+
+int http_defer(struct http_req *req, void (*fn)(struct http_req *req)) {
+    if (!req->server->work) return -1;
+    req->deferred = fn;
+    MHD_suspend_connection(req->conn);
+    if (workpool_submit(req->server->work, run_deferred, req) != 0) {
+        MHD_resume_connection(req->conn);
+        req->deferred = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- Middleware ---- */
 
 static int has_control_bytes(const char *s) {
@@ -265,6 +320,11 @@ static enum MHD_Result on_headers(struct http_req *req) {
     if (req->has_body && !is_json_type(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return refuse(req, 415, "unsupported_media_type", "request bodies must be application/json",
                       json_pack("{s:s}", "content_type", "application/json"));
+    if (!(req->match.route->flags & ROUTE_PUBLIC) && req->server->hooks.authenticate &&
+        req->server->hooks.authenticate(req) != 0) {
+        req->refused = 1;
+        return queue(req);
+    }
     return MHD_YES;
 }
 
@@ -321,12 +381,19 @@ static int parse_json_body(struct http_req *req) {
 
 static enum MHD_Result on_complete_upload(struct http_req *req) {
     const struct route *route = req->match.route;
+    const struct http_hooks *hooks = &req->server->hooks;
+    if (req->deferred) /* called again after the pool resumed us */
+        return atomic_load(&req->deferred_done) ? queue(req) : MHD_YES;
     if (req->too_large) {
         http_error(req, 413, "payload_too_large", "request body is too large",
                    json_pack("{s:I}", "max_bytes", (json_int_t)req->server->max_body));
         return queue(req);
     }
-    if (!(route->flags & ROUTE_JSON_BODY) || parse_json_body(req) == 0) route->handler(req);
+    if ((route->flags & ROUTE_JSON_BODY) && parse_json_body(req) != 0) return queue(req);
+    if (!(route->flags & ROUTE_PUBLIC) && hooks->begin && hooks->begin(req) != 0) return queue(req);
+    route->handler(req);
+    if (req->deferred) return MHD_YES; /* the pool finishes it, then resumes the connection */
+    if (hooks->end) hooks->end(req);
     return queue(req);
 }
 
@@ -359,6 +426,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         clock_gettime(CLOCK_MONOTONIC, &req->started);
         atomic_fetch_add(&s->inflight, 1);
         if (s->bare) return MHD_YES;
+        atomic_init(&req->deferred_done, 0);
+        fill_client_ip(req);
         assign_request_id(req);
         log_set_request_id(req->request_id);
         enum MHD_Result r = on_headers(req);
@@ -412,6 +481,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
         free(req->headers[i].name);
         free(req->headers[i].value);
     }
+    if (req->local && req->local_free) req->local_free(req->local);
     free(req->body);
     free(req->resp);
     json_decref(req->json);
@@ -456,6 +526,8 @@ struct http_server *http_start(const struct http_options *opt, const struct rout
     s->app = app;
     s->max_body = opt->max_body;
     s->bare = opt->bare;
+    s->hooks = opt->hooks;
+    s->work = opt->work;
     atomic_init(&s->inflight, 0);
 
     s->daemon = MHD_start_daemon(

@@ -14,6 +14,20 @@
 
 struct http_server;
 struct http_req;
+struct workpool;
+
+/* What the application plugs into the request pipeline (all may be NULL). */
+struct http_hooks {
+    /* Non-public routes, as soon as the headers are in (before the body is read): verify the
+     * credentials. Return 0 to go on, or set an error response (http_error) and return -1. */
+    int (*authenticate)(struct http_req *req);
+    /* Non-public routes, after the body is parsed, before the handler: open the request's unit of
+     * work. Return 0, or set an error response and return -1. */
+    int (*begin)(struct http_req *req);
+    /* Every route, once the handler's work is done (also after deferred work), before the response
+     * is queued: close the unit of work (commit when the status is below 400). */
+    void (*end)(struct http_req *req);
+};
 
 struct http_options {
     const char *host;          /* numeric IPv4 or IPv6 address */
@@ -25,6 +39,8 @@ struct http_options {
     size_t max_body;           /* bytes; larger bodies get 413 */
     int bare;                  /* benchmark ceiling: answer every request with a static body,
                                   skipping router and middleware */
+    struct http_hooks hooks;
+    struct workpool *work;     /* where http_defer runs jobs (borrowed; may be NULL) */
 };
 
 /* Starts serving. router and app are borrowed and must outlive the server. Returns NULL with
@@ -51,6 +67,21 @@ const char *http_param(const struct http_req *req, const char *name);
 const char *http_query(const struct http_req *req, const char *name);
 /* A request header (case-insensitive), or NULL. */
 const char *http_header(const struct http_req *req, const char *name);
+/* The peer's address as text ("127.0.0.1", "::1"); "" when unknown. */
+const char *http_client_ip(const struct http_req *req);
+/* The response status set so far (0 = none yet). */
+int http_status(const struct http_req *req);
+
+/* One pointer of application state per request (the auth context, the unit of work), freed with
+ * free_fn (may be NULL) when the request completes. */
+void http_set_local(struct http_req *req, void *local, void (*free_fn)(void *));
+void *http_local(const struct http_req *req);
+
+/* From a handler: finish this request on the work pool instead of this HTTP worker. The
+ * connection is suspended (no thread waits for it); fn runs on a pool thread and sets the response;
+ * then the `end` hook runs there and the connection resumes. Returns 0, or -1 when the pool is
+ * full (the handler should answer 503 itself). */
+int http_defer(struct http_req *req, void (*fn)(struct http_req *req));
 /* The parsed JSON body of a ROUTE_JSON_BODY route (borrowed), or NULL. */
 json_t *http_body_json(const struct http_req *req);
 

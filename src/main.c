@@ -64,7 +64,7 @@ static int cmd_migrate(void) {
         log_error("migrate: %s", err);
         goto done;
     }
-    conn = PQconnectdb(cfg.database_url);
+    conn = PQconnectdb(cfg.migration_database_url);
     if (PQstatus(conn) != CONNECTION_OK) {
         /* libpq's message names host and port, never the password. */
         log_error("migrate: cannot connect to the database: %s", PQerrorMessage(conn));

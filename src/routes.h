@@ -14,6 +14,16 @@ const struct route *routes_table(int with_test_routes, size_t *count);
 void api_healthz(struct http_req *req);
 void api_readyz(struct http_req *req);
 void api_metrics(struct http_req *req);
+/* api_auth.c */
+void api_auth_register(struct http_req *req);
+void api_auth_login(struct http_req *req);
+void api_auth_refresh(struct http_req *req);
+void api_auth_logout(struct http_req *req);
+/* api_me.c */
+void api_me_get(struct http_req *req);
+void api_me_patch(struct http_req *req);
+void api_me_delete(struct http_req *req);
+void api_users_patch(struct http_req *req);
 /* api_test.c */
 void api_test_echo(struct http_req *req);
 void api_test_unanswered(struct http_req *req);

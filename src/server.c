@@ -11,13 +11,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "api.h"
 #include "app.h"
+#include "auth.h"
 #include "db.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "ratelimit.h"
 #include "routes.h"
+#include "workpool.h"
 
 static double now_mono(void) {
     struct timespec t;
@@ -37,6 +41,74 @@ static int drain(struct http_server *http, int timeout_s, const sigset_t *sigs) 
         }
     }
     return http_inflight(http);
+}
+
+/* The signing key: ORRERY_JWT_SECRET, or in development a random one for this process only
+ * (tokens then die with it; `make run` keeps one in .data/jwt-secret instead). Production without
+ * a secret never gets here: config_load refuses it. */
+static int setup_keys(struct app *app) {
+    const struct config *cfg = app->cfg;
+    size_t len;
+    if (cfg->jwt_secret) {
+        len = strlen(cfg->jwt_secret);
+        if (len > sizeof app->secret) len = sizeof app->secret;
+        memcpy(app->secret, cfg->jwt_secret, len);
+    } else {
+        len = 32;
+        char hex[AUTH_JTI_LEN + 1];
+        for (size_t i = 0; i < len; i += 16) {
+            if (auth_random_hex(hex) != 0) return -1;
+            memcpy(app->secret + i, hex, 16);
+        }
+        log_warn("ORRERY_JWT_SECRET is not set: using a random key for this process; tokens will not "
+                 "survive a restart (make run keeps one in .data/jwt-secret)");
+    }
+    app->keys = (struct auth_keys){
+        .secret = app->secret,
+        .secret_len = len,
+        .issuer = "orrery",
+        .audience = "orrery-api",
+        .access_ttl_s = cfg->access_ttl_s,
+        .skew_s = 60,
+    };
+    return 0;
+}
+
+/* Creates the admin named by ORRERY_ADMIN_EMAIL / ORRERY_ADMIN_PASSWORD when no account has that
+ * email. Runs before serving; a database that is down only delays it to the next start. */
+static void ensure_admin(struct app *app) {
+    const struct config *cfg = app->cfg;
+    if (!cfg->admin_email) return;
+    char err[256], hash[AUTH_HASH_MAX];
+    PGconn *conn = db_acquire(app->db, err, sizeof err);
+    if (!conn) {
+        log_error("admin account: %s", err);
+        return;
+    }
+    if (auth_password_hash(cfg->admin_password, strlen(cfg->admin_password), hash) != 0) {
+        db_release(app->db, conn);
+        log_error("admin account: cannot hash the password");
+        return;
+    }
+    const char *steps[] = {"BEGIN", "SELECT set_config('orrery.ctx', 'auth', true)"};
+    int ok = 1;
+    for (size_t i = 0; ok && i < 2; i++) {
+        PGresult *r = db_exec(conn, steps[i], 0, NULL);
+        ok = db_ok(r);
+        PQclear(r);
+    }
+    const char *p[2] = {cfg->admin_email, hash};
+    PGresult *r = ok ? db_exec(conn,
+                               "INSERT INTO users (email, password_hash, name, role) "
+                               "VALUES (lower(btrim($1)), $2, 'Administrator', 'admin') ON CONFLICT (email) DO NOTHING",
+                               2, p)
+                     : NULL;
+    ok = ok && db_ok(r);
+    if (ok && strcmp(PQcmdTuples(r), "1") == 0) log_info("admin account created for %s", cfg->admin_email);
+    if (!ok) log_error("admin account: %s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+    PQclear(r);
+    PQclear(db_exec(conn, ok ? "COMMIT" : "ROLLBACK", 0, NULL));
+    db_release(app->db, conn);
 }
 
 int server_run(const struct config *cfg) {
@@ -65,6 +137,14 @@ int server_run(const struct config *cfg) {
         log_error("serve: cannot create the database pool");
         goto done;
     }
+    app.work = workpool_new(cfg->auth_workers, 256);
+    app.rate_ip = ratelimit_new(cfg->auth_rate_ip, 60);
+    app.rate_account = ratelimit_new(cfg->auth_rate_account, 15 * 60);
+    if (!app.work || !app.rate_ip || !app.rate_account || setup_keys(&app) != 0) {
+        log_error("serve: cannot set up authentication");
+        goto done;
+    }
+    ensure_admin(&app);
     size_t nroutes;
     const struct route *routes = routes_table(cfg->env == ENV_TEST, &nroutes);
     router = router_new(routes, nroutes, err, sizeof err);
@@ -80,6 +160,8 @@ int server_run(const struct config *cfg) {
         .max_connections_per_ip = cfg->max_connections_per_ip,
         .conn_timeout_s = cfg->conn_timeout_s,
         .max_body = cfg->max_body,
+        .hooks = {.authenticate = api_authenticate, .begin = api_begin, .end = api_end},
+        .work = app.work,
     };
     app.http = http_start(&opt, router, &app, err, sizeof err);
     if (!app.http) {
@@ -104,15 +186,22 @@ int server_run(const struct config *cfg) {
     http_quiesce(app.http);
     int left = drain(app.http, cfg->shutdown_timeout_s, &sigs);
     if (left > 0) log_warn("shutdown: %d requests still running were cut off", left);
+    /* Finish the jobs of suspended requests (they resume their connections) before the daemon goes. */
+    workpool_free(app.work);
+    app.work = NULL;
     http_stop(app.http);
     app.http = NULL;
     log_info("stopped");
     rc = 0;
 done:
+    workpool_free(app.work);
     http_stop(app.http);
+    ratelimit_free(app.rate_ip);
+    ratelimit_free(app.rate_account);
     metrics_free();
     router_free(router);
     db_pool_free(app.db);
     migrate_set_free(&app.migrations);
+    memset(app.secret, 0, sizeof app.secret);
     return rc;
 }

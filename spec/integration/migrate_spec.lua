@@ -39,7 +39,7 @@ local function sh(cmd)
 end
 
 local ADMIN_URL = sh(q(ROOT .. "/scripts/db.sh") .. " admin-url")
-local APP_URL = sh(q(ROOT .. "/scripts/db.sh") .. " url")
+local APP_URL = sh(q(ROOT .. "/scripts/db.sh") .. " owner-url")
 
 -- Query on url; rows as lists of strings (psql unaligned, tuples only, fields split on '|').
 local function psql(url, sql)

@@ -4,7 +4,7 @@ local h = require("helpers")
 
 describe("make run (scripts/run.sh)", function()
   it("migrates, serves /healthz, prints the URL and the DATABASE_URL, and stops on Ctrl-C", function()
-    local db, url = h.create_database()
+    local db, url, owner = h.create_database()
     local port = h.free_port()
     local dir = h.tmpdir()
     finally(function()
@@ -12,8 +12,8 @@ describe("make run (scripts/run.sh)", function()
       h.drop_database(db)
       os.execute("rm -rf " .. h.quote(dir))
     end)
-    local env = string.format("ORRERY_BIN=%s ORRERY_LISTEN=127.0.0.1:%d DATABASE_URL=%s ORRERY_LOG_LEVEL=warn",
-      h.quote(h.bin), port, h.quote(url))
+    local env = string.format("ORRERY_BIN=%s ORRERY_LISTEN=127.0.0.1:%d DATABASE_URL=%s " ..
+      "ORRERY_MIGRATION_DATABASE_URL=%s ORRERY_LOG_LEVEL=warn", h.quote(h.bin), port, h.quote(url), h.quote(owner))
     local cmd = string.format("env %s %s/scripts/run.sh >%s/out 2>&1 & echo $! >%s/pid; wait $!; echo $? >%s/code",
       env, h.root, dir, dir, dir)
     os.execute("sh -c " .. h.quote(cmd) .. " >/dev/null 2>&1 &")
@@ -28,7 +28,7 @@ describe("make run (scripts/run.sh)", function()
     assert.equal(200, h.get(port, "/healthz").status)
     local out = h.read_file(dir .. "/out")
     assert.matches("serving http://127%.0%.0%.1:" .. port, out)
-    assert.matches("DATABASE_URL=postgresql://orrery:%*%*%*@127%.0%.0%.1:%d+/" .. db, out)
+    assert.matches("DATABASE_URL=postgresql://orrery_app:%*%*%*@127%.0%.0%.1:%d+/" .. db, out)
     assert.is_nil(out:find(url, 1, true), "the password is not printed")
     os.execute("kill -INT $(cat " .. dir .. "/pid)")
     local code

@@ -11,6 +11,7 @@ M.bin = os.getenv("ORRERY_BIN") or (M.root .. "/build/bin/orrery")
 M.asan = M.bin:find("build%-asan") ~= nil
 M.admin_url = os.getenv("ORRERY_TEST_ADMIN_URL")
 M.app_url = os.getenv("ORRERY_TEST_APP_URL")
+M.owner_url = os.getenv("ORRERY_TEST_OWNER_URL")
 
 local unpack = table.unpack
 
@@ -86,14 +87,16 @@ function M.psql(url, sql)
 end
 
 local db_counter = 0
--- A fresh database owned by the app role. Returns its name and the app URL for it.
+-- A fresh database owned by the schema owner role `orrery`. Returns its name, the app role's URL
+-- for it (what the server uses) and the owner's URL (what migrations use).
 function M.create_database()
   db_counter = db_counter + 1
   local name = string.format("orrery_t_%d_%d_%d", os.time(), math.random(1, 1e6), db_counter)
   local code, _, err = M.psql(M.admin_url, "CREATE DATABASE " .. name .. " OWNER orrery")
   assert(code == 0, "create database: " .. tostring(err))
   local url = M.app_url:gsub("/orrery$", "/" .. name)
-  return name, url
+  local owner = M.owner_url:gsub("/orrery$", "/" .. name)
+  return name, url, owner
 end
 
 function M.drop_database(name)
@@ -124,10 +127,11 @@ function M.start_server(opts)
   if opts.database_url then
     self.database_url = opts.database_url
   else
-    self.db_name, self.database_url = M.create_database()
+    self.db_name, self.database_url, self.owner_url = M.create_database()
   end
   local env = {
     DATABASE_URL = self.database_url,
+    ORRERY_MIGRATION_DATABASE_URL = self.owner_url or self.database_url,
     ORRERY_LISTEN = "127.0.0.1:" .. M.free_port(),
     ORRERY_ENV = "test",
     ORRERY_LOG_LEVEL = "info",

@@ -19,6 +19,7 @@ describe("config", function()
       ORRERY_LISTEN = "0.0.0.0:9000", ORRERY_ENV = "production", ORRERY_LOG_LEVEL = "warn",
       ORRERY_DB_POOL = "4", ORRERY_WORKERS = "3", ORRERY_MAX_BODY_BYTES = "2048",
       ORRERY_CONNECTION_TIMEOUT = "7", ORRERY_SHUTDOWN_TIMEOUT = "0", OPENAI_API_KEY = "sk-x",
+      ORRERY_JWT_SECRET = string.rep("s", 32), ORRERY_ACCESS_TOKEN_TTL = "60",
     }))
     assert.equal("0.0.0.0", c.listen_host)
     assert.equal(9000, c.listen_port)
@@ -30,6 +31,24 @@ describe("config", function()
     assert.equal(7, c.connection_timeout)
     assert.equal(0, c.shutdown_timeout)
     assert.is_true(c.llm_api_key_set)
+    assert.is_true(c.jwt_secret_set)
+    assert.equal(60, c.access_ttl)
+  end)
+
+  it("requires a JWT secret of at least 32 bytes, and one in production", function()
+    local c, err = core.config_check({ ORRERY_JWT_SECRET = string.rep("s", 31) })
+    assert.is_nil(c)
+    assert.matches("^ORRERY_JWT_SECRET: must be at least 32 bytes", err)
+    c, err = core.config_check({ ORRERY_ENV = "production" })
+    assert.is_nil(c)
+    assert.matches("^ORRERY_JWT_SECRET: required in production", err)
+    assert.is_table(core.config_check({ ORRERY_ENV = "development" }))
+  end)
+
+  it("needs the admin email and password together", function()
+    local c, err = core.config_check({ ORRERY_ADMIN_EMAIL = "a@b.c" })
+    assert.is_nil(c)
+    assert.matches("^ORRERY_ADMIN_PASSWORD:", err)
   end)
 
   it("accepts IPv6 listen addresses", function()
@@ -54,6 +73,9 @@ describe("config", function()
     { "ORRERY_LOG_LEVEL", "loud" },
     { "DATABASE_URL", "mysql://x" },
     { "ORRERY_LLM_BASE_URL", "ftp://x" },
+    { "ORRERY_ACCESS_TOKEN_TTL", "5" },
+    { "ORRERY_AUTH_RATE_PER_IP", "0" },
+    { "ORRERY_MIGRATION_DATABASE_URL", "sqlite:x" },
   }
   for _, case in ipairs(bad) do
     it("refuses " .. case[1] .. "=" .. case[2] .. " naming the variable", function()

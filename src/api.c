@@ -1,0 +1,305 @@
+/* api — see api.h. */
+#include "api.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+
+/* ---- Context ---- */
+
+static void ctx_free(void *p) {
+    struct api_ctx *c = p;
+    if (!c) return;
+    if (c->db) { /* the end hook did not run (should not happen): never return an open transaction */
+        if (c->in_tx) PQclear(db_exec(c->db, "ROLLBACK", 0, NULL));
+        db_release(c->app->db, c->db);
+    }
+    if (c->work && c->work_free) c->work_free(c->work);
+    free(c);
+}
+
+struct api_ctx *api_ctx(struct http_req *req) {
+    struct api_ctx *c = http_local(req);
+    if (c) return c;
+    c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->app = http_app(req);
+    http_set_local(req, c, ctx_free);
+    return c;
+}
+
+static void unauthorized(struct http_req *req, const char *error_param, const char *message) {
+    char h[128];
+    if (error_param) snprintf(h, sizeof h, "Bearer realm=\"orrery\", error=\"%s\"", error_param);
+    else snprintf(h, sizeof h, "Bearer realm=\"orrery\"");
+    http_add_header(req, "WWW-Authenticate", h);
+    http_error(req, 401, "unauthorized", message, NULL);
+}
+
+/* ---- Pipeline hooks ---- */
+
+int api_authenticate(struct http_req *req) {
+    struct api_ctx *c = api_ctx(req);
+    if (!c) {
+        http_error(req, 500, "internal", "internal error", NULL);
+        return -1;
+    }
+    const char *h = http_header(req, "Authorization");
+    if (!h || !*h) {
+        unauthorized(req, NULL, "a bearer token is required");
+        return -1;
+    }
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        unauthorized(req, "invalid_request", "expected 'Authorization: Bearer <token>'");
+        return -1;
+    }
+    const char *token = h + 7;
+    while (*token == ' ') token++;
+    char why[96];
+    if (auth_token_verify(&c->app->keys, token, (int64_t)time(NULL), &c->claims, why, sizeof why) != 0) {
+        log_info("auth: token refused: %s", why); /* the reason, never the token */
+        unauthorized(req, "invalid_token", "the token is invalid or expired");
+        return -1;
+    }
+    c->authenticated = 1;
+    return 0;
+}
+
+int api_begin(struct http_req *req) {
+    struct api_ctx *c = api_ctx(req);
+    if (!c || !c->authenticated) {
+        unauthorized(req, NULL, "a bearer token is required");
+        return -1;
+    }
+    if (!api_tx(req, c->claims.sub, NULL)) return -1;
+    const char *p[2] = {c->claims.sub, c->claims.jti};
+    PGresult *r = api_exec(req,
+                           "SELECT u.role, EXISTS (SELECT 1 FROM revoked_access_tokens t WHERE t.jti = $2) "
+                           "FROM users u WHERE u.id = $1::uuid",
+                           2, p);
+    if (!r) return -1;
+    int ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") != 0;
+    if (ok) snprintf(c->role, sizeof c->role, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (!ok) {
+        c->failed = 1;
+        unauthorized(req, "invalid_token", "the token is invalid or expired");
+        return -1;
+    }
+    return 0;
+}
+
+void api_end(struct http_req *req) {
+    struct api_ctx *c = http_local(req);
+    if (!c || !c->db) return;
+    if (c->in_tx) {
+        int commit = !c->failed && http_status(req) > 0 && http_status(req) < 400;
+        PGresult *r = db_exec(c->db, commit ? "COMMIT" : "ROLLBACK", 0, NULL);
+        if (commit && !db_ok(r)) {
+            log_error("api: commit failed: %s", PQresultErrorMessage(r));
+            http_error(req, 503, "unavailable", "the change could not be saved; try again", NULL);
+        }
+        PQclear(r);
+        c->in_tx = 0;
+    }
+    db_release(c->app->db, c->db);
+    c->db = NULL;
+}
+
+/* ---- Transactions ---- */
+
+PGresult *api_exec(struct http_req *req, const char *sql, int n, const char *const *params) {
+    struct api_ctx *c = http_local(req);
+    PGresult *r = db_exec(c->db, sql, n, params);
+    if (db_ok(r)) return r;
+    c->failed = 1;
+    int lost = PQstatus(c->db) != CONNECTION_OK;
+    log_error("api: statement failed (%s): %s", api_sqlstate(r), r ? PQresultErrorMessage(r) : "no result");
+    if (lost) http_error(req, 503, "unavailable", "the database is unavailable; try again", NULL);
+    else http_error(req, 500, "internal", "internal error", NULL);
+    PQclear(r);
+    return NULL;
+}
+
+const char *api_sqlstate(const PGresult *res) {
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+PGconn *api_tx(struct http_req *req, const char *user_id, const char *ctx) {
+    struct api_ctx *c = api_ctx(req);
+    if (!c) {
+        http_error(req, 500, "internal", "internal error", NULL);
+        return NULL;
+    }
+    char err[256];
+    c->db = db_acquire(c->app->db, err, sizeof err);
+    if (!c->db) {
+        http_add_header(req, "Retry-After", "1");
+        http_error(req, 503, "unavailable", "the database is unavailable; try again", NULL);
+        return NULL;
+    }
+    PGresult *r = api_exec(req, "BEGIN", 0, NULL);
+    if (!r) return NULL;
+    PQclear(r);
+    c->in_tx = 1;
+    /* set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled connection
+     * never carries one request's user into the next. */
+    const char *p[2] = {user_id ? user_id : "", ctx ? ctx : ""};
+    r = api_exec(req, "SELECT set_config('orrery.user_id', $1, true), set_config('orrery.ctx', $2, true)", 2, p);
+    if (!r) return NULL;
+    PQclear(r);
+    return c->db;
+}
+
+int api_tx_set_ctx(struct http_req *req, const char *ctx) {
+    const char *p[1] = {ctx};
+    PGresult *r = api_exec(req, "SELECT set_config('orrery.ctx', $1, true)", 1, p);
+    if (!r) return -1;
+    PQclear(r);
+    return 0;
+}
+
+/* ---- Validation ---- */
+
+void api_bad_field(struct http_req *req, const char *field, const char *message) {
+    http_error(req, 400, "invalid_field", message, json_pack("{s:s}", "field", field));
+}
+
+int api_only_keys(struct http_req *req, json_t *obj, const char *const *allowed) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (!strcmp(*a, k)) ok = 1;
+        if (!ok) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "unknown field '%.60s'", k);
+            api_bad_field(req, k, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static size_t utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n++;
+    return n;
+}
+
+int api_string(struct http_req *req, json_t *obj, const char *field, int required, size_t min, size_t max,
+               const char **out) {
+    json_t *v = json_object_get(obj, field);
+    char msg[160];
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (!required) return 0;
+        snprintf(msg, sizeof msg, "%s is required", field);
+        api_bad_field(req, field, msg);
+        return -1;
+    }
+    if (!json_is_string(v)) {
+        snprintf(msg, sizeof msg, "%s must be a string", field);
+        api_bad_field(req, field, msg);
+        return -1;
+    }
+    const char *s = json_string_value(v);
+    if (strlen(s) != json_string_length(v)) { /* an embedded \u0000 */
+        snprintf(msg, sizeof msg, "%s must not contain NUL characters", field);
+        api_bad_field(req, field, msg);
+        return -1;
+    }
+    size_t n = utf8_chars(s);
+    if (n < min || n > max) {
+        snprintf(msg, sizeof msg, "%s must be %zu to %zu characters long", field, min, max);
+        api_bad_field(req, field, msg);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int api_email(struct http_req *req, const char *field, const char *in, char *out, size_t outlen) {
+    while (*in && isspace((unsigned char)*in)) in++;
+    size_t n = strlen(in);
+    while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
+    const char *at = NULL;
+    int ok = n >= 3 && n <= 254 && n < outlen;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '"' || ch == ',' || ch == '<' || ch == '>') ok = 0;
+        if (ch == '@') {
+            if (at) ok = 0;
+            at = in + i;
+        }
+        out[i] = (char)tolower(ch);
+    }
+    if (ok) ok = at && at > in && at < in + n - 1 && memchr(at, '.', (size_t)(in + n - at)) && in[n - 1] != '.';
+    if (!ok) {
+        api_bad_field(req, field, "email must be a valid address such as ana@example.com");
+        return -1;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+int api_is_uuid(const char *s) {
+    if (!s || strlen(s) != 36) return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return 0;
+        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+json_t *api_user_json(const PGresult *res, int row) {
+    json_t *prefs = json_loads(PQgetvalue(res, row, 5), 0, NULL);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "id", PQgetvalue(res, row, 0), "email",
+                     PQgetvalue(res, row, 1), "name", PQgetvalue(res, row, 2), "timezone", PQgetvalue(res, row, 3),
+                     "role", PQgetvalue(res, row, 4), "preferences", prefs ? prefs : json_object(), "created_at",
+                     PQgetvalue(res, row, 6), "updated_at", PQgetvalue(res, row, 7));
+}
+
+/* ---- Time zones ---- */
+
+static pthread_mutex_t tz_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **tz_names; /* sorted; loaded once, kept for the process's life */
+static size_t tz_count;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int api_timezone_valid(PGconn *conn, const char *name) {
+    pthread_mutex_lock(&tz_mu);
+    if (!tz_names) {
+        /* pg_timezone_names reads the zone files on every query: read it once. */
+        PGresult *r = db_exec(conn, "SELECT name FROM pg_timezone_names", 0, NULL);
+        int n = db_ok(r) ? PQntuples(r) : 0;
+        char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
+        size_t count = 0;
+        for (int i = 0; names && i < n; i++) {
+            names[count] = strdup(PQgetvalue(r, i, 0));
+            if (names[count]) count++;
+        }
+        PQclear(r);
+        if (names) {
+            qsort(names, count, sizeof *names, cmp_str);
+            tz_names = names;
+            tz_count = count;
+        }
+    }
+    int found = tz_names && bsearch(&name, tz_names, tz_count, sizeof *tz_names, cmp_str) != NULL;
+    pthread_mutex_unlock(&tz_mu);
+    return found;
+}
