@@ -267,10 +267,14 @@ struct header_check {
     const char *bad_name;
 };
 
-static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+/* With lengths: a NUL inside a name or value would hide what follows it from every C-string
+ * lookup (an Authorization value "token\0junk" would be checked as "token"). */
+static enum MHD_Result check_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                    const char *value, size_t value_size) {
     (void)kind;
     struct header_check *hc = cls;
-    if ((key && has_control_bytes(key)) || (value && has_control_bytes(value))) {
+    if ((key && (strlen(key) != key_size || has_control_bytes(key))) ||
+        (value && (strlen(value) != value_size || has_control_bytes(value)))) {
         hc->bad_name = key ? key : "";
         return MHD_NO;
     }
@@ -290,7 +294,7 @@ static int is_json_type(const char *ct) {
  * reading, or the result of queueing an early refusal. */
 static enum MHD_Result on_headers(struct http_req *req) {
     struct header_check hc = {0};
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, check_header, &hc);
+    MHD_get_connection_values_n(req->conn, MHD_HEADER_KIND, check_header, &hc);
     if (hc.bad_name)
         return refuse(req, 400, "bad_header", "a header contains control characters",
                       json_pack("{s:s}", "header", has_control_bytes(hc.bad_name) ? "(name)" : hc.bad_name));

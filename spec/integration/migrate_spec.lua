@@ -292,8 +292,10 @@ describe("orrery migrate", function()
     assert.are.equal(0, code, out)
     assert.matches("0 applied", out, 1, true)
 
-    -- V1's users table keeps its promises in the schema itself.
-    assert.are.same({ { "user", "UTC", "{}", "" } }, psql(url, "INSERT INTO users (email, password_hash) "
+    -- V1's users table keeps its promises in the schema itself. (V2's row-level security binds the
+    -- owner too: orrery.ctx = 'auth' is what the server sets to create accounts.)
+    local auth = "SET orrery.ctx = 'auth'; "
+    assert.are.same({ { "user", "UTC", "{}", "" } }, psql(url, auth .. "INSERT INTO users (email, password_hash) "
       .. "VALUES ('a@example.com', 'x') RETURNING role, timezone, preferences, name"))
     local bad = {
       "INSERT INTO users (email, password_hash) VALUES ('A@example.com', 'x')",
@@ -304,8 +306,12 @@ describe("orrery migrate", function()
       "INSERT INTO users (email, password_hash) VALUES ('ab', 'x')",
     }
     for _, sql in ipairs(bad) do
-      local c = run("psql -X -q -v ON_ERROR_STOP=1 -d " .. q(url) .. " -c " .. q(sql))
+      local c = run("psql -X -q -v ON_ERROR_STOP=1 -d " .. q(url) .. " -c " .. q(auth .. sql))
       assert.are_not.equal(0, c, sql)
     end
+    -- Without a user or context, row-level security shows and accepts nothing.
+    assert.are.equal("0", scalar(url, "SELECT count(*) FROM users"))
+    assert.are_not.equal(0, run("psql -X -q -v ON_ERROR_STOP=1 -d " .. q(url) .. " -c "
+      .. q("INSERT INTO users (email, password_hash) VALUES ('d@example.com', 'x')")))
   end)
 end)
