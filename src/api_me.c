@@ -12,16 +12,16 @@
 
 #define PREFERENCES_MAX 65536
 
-void api_me_get(struct http_req *req) {
-    PGresult *r = api_exec(req, "SELECT " API_USER_COLUMNS " FROM users WHERE id = orrery_uid()", 0, NULL);
+/* Answers the one user row of r (consumed; NULL = the error is already set), or 404. */
+static void respond_user(struct http_req *req, PGresult *r) {
     if (!r) return;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        http_error(req, 404, "not_found", "no such account", NULL);
-        return;
-    }
-    http_json(req, 200, api_user_json(r, 0));
+    if (PQntuples(r) == 1) http_json(req, 200, api_user_json(r, 0));
+    else http_error(req, 404, "not_found", "no such account", NULL);
     PQclear(r);
+}
+
+void api_me_get(struct http_req *req) {
+    respond_user(req, api_exec(req, "SELECT " API_USER_COLUMNS " FROM users WHERE id = orrery_uid()", 0, NULL));
 }
 
 void api_me_patch(struct http_req *req) {
@@ -62,14 +62,7 @@ void api_me_patch(struct http_req *req) {
                            "WHERE id = orrery_uid() RETURNING " API_USER_COLUMNS,
                            3, p);
     free(prefs);
-    if (!r) return;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        http_error(req, 404, "not_found", "no such account", NULL);
-        return;
-    }
-    http_json(req, 200, api_user_json(r, 0));
-    PQclear(r);
+    respond_user(req, r);
 }
 
 /* ---- DELETE /api/me {password}: the password is checked on the work pool ---- */
