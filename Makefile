@@ -63,7 +63,7 @@ run: build db-start
 test: build db-start
 	@scripts/test.sh build
 
-test-asan: build-asan db-start
+test-asan: build build-asan db-start
 	@scripts/test.sh build-asan
 
 bench: build db-start

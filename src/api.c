@@ -228,7 +228,7 @@ int api_string(struct http_req *req, json_t *obj, const char *field, int require
     return 0;
 }
 
-int api_email(struct http_req *req, const char *field, const char *in, char *out, size_t outlen) {
+int api_email_normalize(const char *in, char *out, size_t outlen) {
     while (*in && isspace((unsigned char)*in)) in++;
     size_t n = strlen(in);
     while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
@@ -244,12 +244,15 @@ int api_email(struct http_req *req, const char *field, const char *in, char *out
         out[i] = (char)tolower(ch);
     }
     if (ok) ok = at && at > in && at < in + n - 1 && memchr(at, '.', (size_t)(in + n - at)) && in[n - 1] != '.';
-    if (!ok) {
-        api_bad_field(req, field, "email must be a valid address such as ana@example.com");
-        return -1;
-    }
+    if (!ok) return -1;
     out[n] = '\0';
     return 0;
+}
+
+int api_email(struct http_req *req, const char *field, const char *in, char *out, size_t outlen) {
+    if (api_email_normalize(in, out, outlen) == 0) return 0;
+    api_bad_field(req, field, "email must be a valid address such as ana@example.com");
+    return -1;
 }
 
 int api_is_uuid(const char *s) {

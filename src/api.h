@@ -58,7 +58,11 @@ int api_string(struct http_req *req, json_t *obj, const char *field, int require
 /* Sets 400 {"code":"invalid_field","details":{"field":field}} with message. */
 void api_bad_field(struct http_req *req, const char *field, const char *message);
 
-/* Normalizes an email (trim, ASCII lower-case) into out; 0 or -1 (sets 400 for field). */
+/* Checks and normalizes an email (trim, ASCII lower-case) into out; 0 or -1. Non-ASCII letters
+ * are lower-cased by PostgreSQL: every query on users.email wraps the value in lower(), the same
+ * function the table's CHECK uses, so both agree whatever the collation. */
+int api_email_normalize(const char *in, char *out, size_t outlen);
+/* The same, setting a 400 for field on bad input. */
 int api_email(struct http_req *req, const char *field, const char *in, char *out, size_t outlen);
 /* 1 for a canonical lower-case UUID string. */
 int api_is_uuid(const char *s);

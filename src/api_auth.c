@@ -125,7 +125,7 @@ static void register_job(struct http_req *req) {
     }
     const char *p[4] = {j->email, hash, j->name, j->timezone};
     PGresult *r = api_exec(req,
-                           "INSERT INTO users (email, password_hash, name, timezone) VALUES ($1, $2, $3, $4) "
+                           "INSERT INTO users (email, password_hash, name, timezone) VALUES (lower($1), $2, $3, $4) "
                            "ON CONFLICT (email) DO NOTHING RETURNING " API_USER_COLUMNS,
                            4, p);
     if (!r) return;
@@ -170,7 +170,7 @@ static void login_job(struct http_req *req) {
     PGconn *db = api_tx(req, NULL, "auth");
     if (!db) return;
     const char *p[1] = {j->email};
-    PGresult *r = api_exec(req, "SELECT " API_USER_COLUMNS ", password_hash FROM users WHERE email = $1", 1, p);
+    PGresult *r = api_exec(req, "SELECT " API_USER_COLUMNS ", password_hash FROM users WHERE email = lower($1)", 1, p);
     if (!r) return;
     int ok;
     if (PQntuples(r) == 1) {

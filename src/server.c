@@ -79,7 +79,11 @@ static int setup_keys(struct app *app) {
 static void ensure_admin(struct app *app) {
     const struct config *cfg = app->cfg;
     if (!cfg->admin_email) return;
-    char err[256], hash[AUTH_HASH_MAX];
+    char err[256], hash[AUTH_HASH_MAX], email[256];
+    if (api_email_normalize(cfg->admin_email, email, sizeof email) != 0) {
+        log_error("admin account: ORRERY_ADMIN_EMAIL is not a valid address");
+        return;
+    }
     PGconn *conn = db_acquire(app->db, err, sizeof err);
     if (!conn) {
         log_error("admin account: %s", err);
@@ -97,14 +101,14 @@ static void ensure_admin(struct app *app) {
         ok = db_ok(r);
         PQclear(r);
     }
-    const char *p[2] = {cfg->admin_email, hash};
+    const char *p[2] = {email, hash};
     PGresult *r = ok ? db_exec(conn,
                                "INSERT INTO users (email, password_hash, name, role) "
-                               "VALUES (lower(btrim($1)), $2, 'Administrator', 'admin') ON CONFLICT (email) DO NOTHING",
+                               "VALUES (lower($1), $2, 'Administrator', 'admin') ON CONFLICT (email) DO NOTHING",
                                2, p)
                      : NULL;
     ok = ok && db_ok(r);
-    if (ok && strcmp(PQcmdTuples(r), "1") == 0) log_info("admin account created for %s", cfg->admin_email);
+    if (ok && strcmp(PQcmdTuples(r), "1") == 0) log_info("admin account created for %s", email);
     if (!ok) log_error("admin account: %s", r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
     PQclear(r);
     PQclear(db_exec(conn, ok ? "COMMIT" : "ROLLBACK", 0, NULL));
