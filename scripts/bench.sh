@@ -40,7 +40,9 @@ DB=bench_$(date +%s)
 ADMIN=$(scripts/db.sh admin-url)
 psql -X -q "$ADMIN" -c "CREATE DATABASE $DB OWNER orrery"
 trap 'cleanup; psql -X -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
-export DATABASE_URL; DATABASE_URL=$(scripts/db.sh url | sed "s#/orrery\$#/$DB#")
+export DATABASE_URL ORRERY_MIGRATION_DATABASE_URL
+DATABASE_URL=$(scripts/db.sh url | sed "s#/orrery\$#/$DB#")
+ORRERY_MIGRATION_DATABASE_URL=$(scripts/db.sh owner-url | sed "s#/orrery\$#/$DB#")
 # Logs at warn so the terminal is not what gets measured.
 export ORRERY_MIGRATIONS_DIR="$ROOT/migrations" ORRERY_LOG_LEVEL=warn ORRERY_MAX_CONNECTIONS_PER_IP=0
 export ORRERY_JWT_SECRET=${ORRERY_JWT_SECRET:-bench-secret-bench-secret-bench-secret-0}
