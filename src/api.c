@@ -306,3 +306,62 @@ int api_timezone_valid(PGconn *conn, const char *name) {
     pthread_mutex_unlock(&tz_mu);
     return found;
 }
+
+/* ---- Store calls ---- */
+
+struct store_ctx api_store(struct http_req *req) {
+    struct api_ctx *c = api_ctx(req);
+    return (struct store_ctx){.db = c->db, .user_id = c->claims.sub, .actor_type = "user", .actor_id = c->claims.sub};
+}
+
+void api_store_error(struct http_req *req, const struct store_err *err) {
+    struct api_ctx *c = http_local(req);
+    if (c && err->status >= 500) c->failed = 1;
+    if (err->status == 503) http_add_header(req, "Retry-After", "1");
+    http_error(req, err->status ? err->status : 500, err->code[0] ? err->code : "internal",
+               err->message[0] ? err->message : "internal error",
+               err->field[0] ? json_pack("{s:s}", "field", err->field) : NULL);
+}
+
+/* ---- Query strings ---- */
+
+int api_query_int(struct http_req *req, const char *name, long def, long min, long max, long *out) {
+    const char *s = http_query(req, name);
+    *out = def;
+    if (!s) return 0;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < min || v > max) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s must be a whole number from %ld to %ld", name, min, max);
+        api_bad_field(req, name, msg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+char *api_cursor_encode(struct http_req *req, json_t *position) {
+    struct api_ctx *c = api_ctx(req);
+    char *s = json_dumps(position, JSON_COMPACT | JSON_SORT_KEYS);
+    char *sealed = s ? auth_seal(&c->app->keys, s, strlen(s)) : NULL;
+    free(s);
+    return sealed;
+}
+
+int api_cursor_decode(struct http_req *req, json_t **out) {
+    struct api_ctx *c = api_ctx(req);
+    const char *s = http_query(req, "cursor");
+    *out = NULL;
+    if (!s || !*s) return 0;
+    char *data = auth_unseal(&c->app->keys, s, NULL);
+    json_t *j = data ? json_loads(data, 0, NULL) : NULL;
+    free(data);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        api_bad_field(req, "cursor", "cursor is not valid: pass back the next_cursor of a previous page");
+        return -1;
+    }
+    *out = j;
+    return 0;
+}

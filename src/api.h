@@ -11,6 +11,7 @@
 #include "app.h"
 #include "auth.h"
 #include "http.h"
+#include "store.h"
 
 /* Per-request state (http_local). */
 struct api_ctx {
@@ -74,6 +75,23 @@ json_t *api_user_json(const PGresult *res, int row);
     "id, email, name, timezone, role, preferences::text, " \
     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), " \
     "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* ---- Store calls ---- */
+
+/* The store context of an authenticated request: its transaction, acting as its user. */
+struct store_ctx api_store(struct http_req *req);
+/* Sets the error response of a failed store call (details.field when the error names one). */
+void api_store_error(struct http_req *req, const struct store_err *err);
+
+/* ---- Query strings ---- */
+
+/* An integer query parameter in [min, max] (absent: def). 0, or -1 with a 400 naming it. */
+int api_query_int(struct http_req *req, const char *name, long def, long min, long max, long *out);
+/* Opaque pagination cursors: a JSON object sealed with the server's key (tamper-proof). */
+char *api_cursor_encode(struct http_req *req, json_t *position);
+/* The `cursor` query parameter: *out = NULL when absent, the object when valid; -1 with a 400
+ * naming "cursor" when it is not one of ours. The caller json_decref()s *out. */
+int api_cursor_decode(struct http_req *req, json_t **out);
 
 /* 1 when name is a time zone PostgreSQL knows (IANA names from pg_timezone_names, loaded once). */
 int api_timezone_valid(PGconn *conn, const char *name);

@@ -436,6 +436,42 @@ int auth_random_hex(char out[AUTH_JTI_LEN + 1]) {
 
 int auth_ct_equal(const void *a, const void *b, size_t len) { return CRYPTO_memcmp(a, b, len) == 0; }
 
+/* ---- Sealed strings (opaque pagination cursors) ---- */
+
+#define SEAL_MAC 16  /* truncated HMAC-SHA256: enough to make forging a cursor pointless */
+
+char *auth_seal(const struct auth_keys *k, const char *data, size_t len) {
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    if (len > 4096 || !HMAC(EVP_sha256(), k->secret, (int)k->secret_len, (const unsigned char *)data, len, mac, &maclen))
+        return NULL;
+    char *out = malloc(4 * ((len + 2) / 3) + 1 + 4 * ((SEAL_MAC + 2) / 3) + 1);
+    if (!out) return NULL;
+    size_t n = b64url_encode((const unsigned char *)data, len, out);
+    out[n++] = '.';
+    b64url_encode(mac, SEAL_MAC, out + n);
+    return out;
+}
+
+char *auth_unseal(const struct auth_keys *k, const char *sealed, size_t *len_out) {
+    const char *dot = sealed ? strchr(sealed, '.') : NULL;
+    size_t dlen = dot ? (size_t)(dot - sealed) : 0;
+    if (!dot || dlen == 0 || dlen > 6000 || strlen(dot + 1) != 22) return NULL;
+    unsigned char *data = malloc(dlen * 3 / 4 + 2), given[SEAL_MAC + 2], mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    if (!data) return NULL;
+    long n = b64url_decode(sealed, dlen, data);
+    if (n < 0 || b64url_decode(dot + 1, 22, given) != SEAL_MAC ||
+        !HMAC(EVP_sha256(), k->secret, (int)k->secret_len, data, (size_t)n, mac, &maclen) ||
+        CRYPTO_memcmp(mac, given, SEAL_MAC) != 0) {
+        free(data);
+        return NULL;
+    }
+    data[n] = '\0';
+    if (len_out) *len_out = (size_t)n;
+    return (char *)data;
+}
+
 /* ---- orrery.core bindings (issuer "orrery", audience "orrery-api", ttl 900, skew 60) ---- */
 
 static void lua_keys(lua_State *L, int idx, struct auth_keys *k, int ttl) {

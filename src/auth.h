@@ -61,6 +61,13 @@ void auth_sha256_hex(const char *data, size_t len, char out[AUTH_SHA256_HEX + 1]
 /* Fills out with 128 random bits as hex (jti, ids). Returns 0 or -1. */
 int auth_random_hex(char out[AUTH_JTI_LEN + 1]);
 
+/* Seals data (at most 4 KiB) as "base64url(data).base64url(mac)" so a client can carry it back
+ * (pagination cursors) but not alter it. Returns a malloc'd string or NULL. */
+char *auth_seal(const struct auth_keys *k, const char *data, size_t len);
+/* The data of a string auth_seal made with the same key, NUL-terminated and malloc'd (length in
+ * *len_out if not NULL); NULL for anything else. */
+char *auth_unseal(const struct auth_keys *k, const char *sealed, size_t *len_out);
+
 /* Constant-time equality of two buffers of the same length. */
 int auth_ct_equal(const void *a, const void *b, size_t len);
 

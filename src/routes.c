@@ -13,6 +13,7 @@ static const struct route table[] = {
     {"PATCH", "/api/me", api_me_patch, ROUTE_JSON_BODY},
     {"DELETE", "/api/me", api_me_delete, ROUTE_JSON_BODY},
     {"PATCH", "/api/users/{id}", api_users_patch, ROUTE_JSON_BODY},
+    {"GET", "/api/activity", api_activity_list, 0},
     /* ORRERY_ENV=test only: lets specs exercise the body middleware and slow uploads. */
     {"POST", "/api/_test/echo", api_test_echo, ROUTE_PUBLIC | ROUTE_JSON_BODY},
     {"GET", "/api/_test/unanswered", api_test_unanswered, ROUTE_PUBLIC},

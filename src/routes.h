@@ -24,6 +24,8 @@ void api_me_get(struct http_req *req);
 void api_me_patch(struct http_req *req);
 void api_me_delete(struct http_req *req);
 void api_users_patch(struct http_req *req);
+/* api_activity.c */
+void api_activity_list(struct http_req *req);
 /* api_test.c */
 void api_test_echo(struct http_req *req);
 void api_test_unanswered(struct http_req *req);
