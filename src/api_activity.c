@@ -22,7 +22,7 @@ void api_activity_list(struct http_req *req) {
         api_bad_field(req, "actor_type", "actor_type must be user, agent, workflow or system");
         return;
     }
-    char before[32] = "", lim[16];
+    char before[32] = "", lim[24];
     json_t *b = cursor ? json_object_get(cursor, "before") : NULL;
     if (cursor && !json_is_integer(b)) {
         json_decref(cursor);
