@@ -7,8 +7,15 @@
 
 #include "router.h"
 
-/* The table; with_test_routes adds the fixtures mounted only when ORRERY_ENV=test. */
+/* The table (built on each call into one static array: call once, at start-up);
+ * with_test_routes adds the fixtures mounted only when ORRERY_ENV=test. */
 const struct route *routes_table(int with_test_routes, size_t *count);
+
+/* Each data area's routes, ending in {NULL}, defined beside its handlers. */
+extern const struct route api_tasks_routes[];    /* api_tasks.c */
+extern const struct route api_events_routes[];   /* api_events.c */
+extern const struct route api_calendar_routes[]; /* api_calendar.c */
+extern const struct route api_notes_routes[];    /* api_notes.c */
 
 /* api_health.c */
 void api_healthz(struct http_req *req);
