@@ -42,6 +42,8 @@ static void unauthorized(struct http_req *req, const char *error_param, const ch
     http_error(req, 401, "unauthorized", message, NULL);
 }
 
+static int tx_open(struct http_req *req, const struct db_stmt *batch, int n, PGresult **res);
+
 /* ---- Pipeline hooks ---- */
 
 int api_authenticate(struct http_req *req) {
@@ -77,16 +79,22 @@ int api_begin(struct http_req *req) {
         unauthorized(req, NULL, "a bearer token is required");
         return -1;
     }
-    if (!api_tx(req, c->claims.sub, NULL)) return -1;
-    const char *p[2] = {c->claims.sub, c->claims.jti};
-    PGresult *r = api_exec(req,
-                           "SELECT u.role, EXISTS (SELECT 1 FROM revoked_access_tokens t WHERE t.jti = $2) "
-                           "FROM users u WHERE u.id = $1::uuid",
-                           2, p);
-    if (!r) return -1;
+    /* One round trip: open the transaction, name the user for row-level security, and check the
+     * user still exists and this token was not revoked. */
+    const char *who[2] = {c->claims.sub, ""};
+    const char *check[2] = {c->claims.sub, c->claims.jti};
+    struct db_stmt batch[3] = {
+        {"BEGIN", 0, NULL},
+        {"SELECT set_config('orrery.user_id', $1, true), set_config('orrery.ctx', $2, true)", 2, who},
+        {"SELECT u.role, EXISTS (SELECT 1 FROM revoked_access_tokens t WHERE t.jti = $2) "
+         "FROM users u WHERE u.id = $1::uuid", 2, check},
+    };
+    PGresult *res[3];
+    if (tx_open(req, batch, 3, res) != 0) return -1;
+    PGresult *r = res[2];
     int ok = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") != 0;
     if (ok) snprintf(c->role, sizeof c->role, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
+    for (int i = 0; i < 3; i++) PQclear(res[i]);
     if (!ok) {
         c->failed = 1;
         unauthorized(req, "invalid_token", "the token is invalid or expired");
@@ -132,30 +140,49 @@ const char *api_sqlstate(const PGresult *res) {
     return s ? s : "";
 }
 
-PGconn *api_tx(struct http_req *req, const char *user_id, const char *ctx) {
+/* Checks out a connection and runs batch (which starts with BEGIN) in one round trip. Returns 0
+ * with the results in res (caller clears them), or -1 with the error response set. */
+static int tx_open(struct http_req *req, const struct db_stmt *batch, int n, PGresult **res) {
     struct api_ctx *c = api_ctx(req);
     if (!c) {
         http_error(req, 500, "internal", "internal error", NULL);
-        return NULL;
+        return -1;
     }
     char err[256];
     c->db = db_acquire(c->app->db, err, sizeof err);
     if (!c->db) {
         http_add_header(req, "Retry-After", "1");
         http_error(req, 503, "unavailable", "the database is unavailable; try again", NULL);
-        return NULL;
+        return -1;
     }
-    PGresult *r = api_exec(req, "BEGIN", 0, NULL);
-    if (!r) return NULL;
-    PQclear(r);
-    c->in_tx = 1;
+    int failed = db_exec_batch(c->db, batch, n, res);
+    c->in_tx = PQtransactionStatus(c->db) != PQTRANS_IDLE;
+    if (failed < 0) return 0;
+    c->failed = 1;
+    log_error("api: opening the transaction failed: %s", res[failed] ? PQresultErrorMessage(res[failed]) : "no result");
+    if (PQstatus(c->db) != CONNECTION_OK) {
+        http_add_header(req, "Retry-After", "1");
+        http_error(req, 503, "unavailable", "the database is unavailable; try again", NULL);
+    } else {
+        http_error(req, 500, "internal", "internal error", NULL);
+    }
+    for (int i = 0; i < n; i++) PQclear(res[i]);
+    return -1;
+}
+
+PGconn *api_tx(struct http_req *req, const char *user_id, const char *ctx) {
     /* set_config(..., true) is SET LOCAL: it ends with the transaction, so a pooled connection
      * never carries one request's user into the next. */
     const char *p[2] = {user_id ? user_id : "", ctx ? ctx : ""};
-    r = api_exec(req, "SELECT set_config('orrery.user_id', $1, true), set_config('orrery.ctx', $2, true)", 2, p);
-    if (!r) return NULL;
-    PQclear(r);
-    return c->db;
+    struct db_stmt batch[2] = {
+        {"BEGIN", 0, NULL},
+        {"SELECT set_config('orrery.user_id', $1, true), set_config('orrery.ctx', $2, true)", 2, p},
+    };
+    PGresult *res[2];
+    if (tx_open(req, batch, 2, res) != 0) return NULL;
+    PQclear(res[0]);
+    PQclear(res[1]);
+    return api_ctx(req)->db;
 }
 
 int api_tx_set_ctx(struct http_req *req, const char *ctx) {

@@ -253,6 +253,51 @@ PGresult *db_exec(PGconn *conn, const char *sql, int nparams, const char *const 
     return res;
 }
 
+int db_exec_batch(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **results) {
+    for (int i = 0; i < n; i++) results[i] = NULL;
+    if (!PQenterPipelineMode(conn)) {
+        /* Not idle (should not happen): fall back to one round trip per statement. */
+        for (int i = 0; i < n; i++) {
+            results[i] = db_exec(conn, stmts[i].sql, stmts[i].nparams, stmts[i].params);
+            if (!db_ok(results[i])) return i;
+        }
+        return -1;
+    }
+    int sent = 0;
+    for (; sent < n; sent++)
+        if (!PQsendQueryParams(conn, stmts[sent].sql, stmts[sent].nparams, NULL, stmts[sent].params, NULL, NULL, 0))
+            break;
+    int synced = PQpipelineSync(conn);
+    int failed = sent < n ? sent : -1;
+    /* Each statement's results end with a NULL; the sync point ends the batch. */
+    for (int i = 0; i < sent; i++) {
+        PGresult *r;
+        while ((r = PQgetResult(conn)) != NULL) {
+            if (!results[i]) results[i] = r;
+            else PQclear(r);
+        }
+        if (!db_ok(results[i]) && (failed < 0 || i < failed)) failed = i;
+    }
+    /* A few NULLs may come before the sync point; a lost connection or failed sync ends it. */
+    for (int guard = 0; synced && guard < 64; guard++) {
+        PGresult *r = PQgetResult(conn);
+        if (!r) {
+            if (PQstatus(conn) != CONNECTION_OK) break;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_PIPELINE_SYNC) break;
+    }
+    PQexitPipelineMode(conn);
+    if (failed >= 0 && PQstatus(conn) == CONNECTION_BAD) {
+        char msg[512];
+        one_line(msg, sizeof msg, PQerrorMessage(conn));
+        log_warn("db: connection lost: %s", msg);
+    }
+    return failed;
+}
+
 int db_ok(const PGresult *res) {
     if (!res) return 0;
     ExecStatusType st = PQresultStatus(res);

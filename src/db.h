@@ -39,6 +39,19 @@ void db_release(struct db_pool *pool, PGconn *conn);
  * the caller PQclear()s; NULL only when libpq could not allocate one. */
 PGresult *db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params);
 
+/* One statement of a batch. */
+struct db_stmt {
+    const char *sql;
+    int nparams;
+    const char *const *params;
+};
+
+/* Sends n statements in one round trip (libpq pipeline mode) and collects their results into
+ * results[0..n-1] (each to be PQclear()ed; NULL where none came). Statements after a failed one do
+ * not run (their result is PGRES_PIPELINE_ABORTED). Returns the index of the first statement that
+ * failed, or -1 when all succeeded. */
+int db_exec_batch(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **results);
+
 /* True when res is a success (PGRES_COMMAND_OK or PGRES_TUPLES_OK). */
 int db_ok(const PGresult *res);
 
