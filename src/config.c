@@ -128,7 +128,8 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (int)(n > 64 ? 64 : n) : 2;
     }
-    v = 1048576;   if (get_int(get, ud, "ORRERY_MAX_BODY_BYTES", 1, 1073741824L, &v, err, errlen)) goto fail;
+    /* 3 MiB: a 1 MiB note survives JSON escaping of every character into two bytes. */
+    v = 3145728;   if (get_int(get, ud, "ORRERY_MAX_BODY_BYTES", 1, 1073741824L, &v, err, errlen)) goto fail;
     cfg->max_body = (size_t)v;
     v = 1024;      if (get_int(get, ud, "ORRERY_MAX_CONNECTIONS", 1, 1000000, &v, err, errlen)) goto fail;
     cfg->max_connections = (int)v;

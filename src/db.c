@@ -81,6 +81,14 @@ static int looks_alive(PGconn *conn) {
     return PQstatus(conn) == CONNECTION_OK;
 }
 
+/* PostgreSQL NOTICEs would otherwise go to stderr as plain text, breaking the JSON log. */
+static void notice_to_log(void *arg, const char *message) {
+    (void)arg;
+    char msg[512];
+    one_line(msg, sizeof msg, message);
+    log_debug("db: %s", msg);
+}
+
 /* Connects one session. Returns the connection (caller owns it), or NULL with err filled.
  * Runs without the pool mutex: it can block for up to connect_timeout seconds. */
 static PGconn *connect_one(struct db_pool *pool, char *err, size_t errlen) {
@@ -88,7 +96,10 @@ static PGconn *connect_one(struct db_pool *pool, char *err, size_t errlen) {
     const char *keys[] = { "dbname", "connect_timeout", "application_name", "options", NULL };
     const char *vals[] = { pool->url, "3", "orrery", pool->options, NULL };
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (conn && PQstatus(conn) == CONNECTION_OK) return conn;
+    if (conn && PQstatus(conn) == CONNECTION_OK) {
+        PQsetNoticeProcessor(conn, notice_to_log, NULL);
+        return conn;
+    }
 
     char msg[512];
     /* libpq's message names host and port but never the password; the URL itself is not logged. */

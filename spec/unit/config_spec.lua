@@ -10,7 +10,7 @@ describe("config", function()
     assert.equal("info", c.log_level)
     assert.equal(10, c.db_pool)
     assert.is_true(c.workers >= 1)
-    assert.equal(1048576, c.max_body)
+    assert.equal(3145728, c.max_body)
     assert.is_false(c.llm_api_key_set)
   end)
 
