@@ -174,7 +174,7 @@ static int localize(struct http_req *req, json_t *events, json_t *zones) {
 
 static pthread_mutex_t zone_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-    char key[96]; /* "<year>|<zone>" */
+    char key[160]; /* "<year>|<zone>" */
     char *rules;  /* JSON text */
 } zone_cache[ZONE_CACHE_MAX];
 static size_t zone_cached;
