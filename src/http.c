@@ -109,8 +109,13 @@ static void assign_request_id(struct http_req *req) {
     if (given && request_id_ok(given)) {
         snprintf(req->request_id, sizeof req->request_id, "%s", given);
     } else {
-        snprintf(req->request_id, sizeof req->request_id, "%016llx%016llx", (unsigned long long)rng_next(),
-                 (unsigned long long)rng_next());
+        static const char hex[] = "0123456789abcdef";
+        uint64_t a = rng_next(), b = rng_next();
+        for (int i = 0; i < 16; i++) {
+            req->request_id[i] = hex[(a >> (60 - 4 * i)) & 15];
+            req->request_id[16 + i] = hex[(b >> (60 - 4 * i)) & 15];
+        }
+        req->request_id[32] = '\0';
     }
 }
 
@@ -209,7 +214,14 @@ const char *http_header(const struct http_req *req, const char *name) {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
-const char *http_client_ip(const struct http_req *req) { return req->client_ip; }
+static void fill_client_ip(struct http_req *req);
+
+/* Worked out on first use: most requests never ask. */
+const char *http_client_ip(const struct http_req *req) {
+    struct http_req *r = (struct http_req *)req;
+    if (!r->client_ip[0]) fill_client_ip(r);
+    return r->client_ip;
+}
 int http_status(const struct http_req *req) { return req->status; }
 void *http_local(const struct http_req *req) { return req->local; }
 
@@ -431,7 +443,6 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         atomic_fetch_add(&s->inflight, 1);
         if (s->bare) return MHD_YES;
         atomic_init(&req->deferred_done, 0);
-        fill_client_ip(req);
         assign_request_id(req);
         log_set_request_id(req->request_id);
         enum MHD_Result r = on_headers(req);

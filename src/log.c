@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 static atomic_int current_level = LOG_INFO;
-static _Thread_local char thread_request_id[130];
+/* Points at the id inside the request being served (which outlives the call that set it). */
+static _Thread_local const char *thread_request_id;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -33,12 +34,9 @@ const char *log_level_name(int level) {
     return (level >= LOG_DEBUG && level <= LOG_ERROR) ? level_names[level] : "info";
 }
 
-void log_set_request_id(const char *id) {
-    if (!id) { thread_request_id[0] = '\0'; return; }
-    snprintf(thread_request_id, sizeof thread_request_id, "%s", id);
-}
+void log_set_request_id(const char *id) { thread_request_id = (id && *id) ? id : NULL; }
 
-const char *log_get_request_id(void) { return thread_request_id[0] ? thread_request_id : NULL; }
+const char *log_get_request_id(void) { return thread_request_id; }
 
 void log_fields(int level, json_t *fields, const char *fmt, ...) {
     if (level < atomic_load(&current_level)) return;
@@ -64,7 +62,7 @@ void log_fields(int level, json_t *fields, const char *fmt, ...) {
     if (!o) return;
     json_object_set_new(o, "time", json_string(when));
     json_object_set_new(o, "level", json_string(log_level_name(level)));
-    if (thread_request_id[0]) json_object_set_new(o, "request_id", json_string(thread_request_id));
+    if (thread_request_id) json_object_set_new(o, "request_id", json_string(thread_request_id));
     /* Invalid UTF-8 (from a client or a script) must not drop the line: mask non-ASCII bytes. */
     json_t *m = json_string(msg);
     if (!m) {

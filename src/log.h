@@ -14,7 +14,8 @@ int log_get_level(void);
 int log_level_parse(const char *s);
 const char *log_level_name(int level);
 
-/* The request id printed with every line this thread logs; NULL clears it. Copied. */
+/* The request id printed with every line this thread logs; NULL clears it. Borrowed: the
+ * string must stay valid until cleared (the HTTP layer sets it to its request's own copy). */
 void log_set_request_id(const char *id);
 const char *log_get_request_id(void);
 
