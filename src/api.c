@@ -282,17 +282,7 @@ int api_email(struct http_req *req, const char *field, const char *in, char *out
     return -1;
 }
 
-int api_is_uuid(const char *s) {
-    if (!s || strlen(s) != 36) return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return 0;
-        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
-            return 0;
-        }
-    }
-    return 1;
-}
+int api_is_uuid(const char *s) { return store_is_uuid(s); }
 
 json_t *api_user_json(const PGresult *res, int row) {
     json_t *prefs = json_loads(PQgetvalue(res, row, 5), 0, NULL);
@@ -348,6 +338,57 @@ void api_store_error(struct http_req *req, const struct store_err *err) {
     http_error(req, err->status ? err->status : 500, err->code[0] ? err->code : "internal",
                err->message[0] ? err->message : "internal error",
                err->field[0] ? json_pack("{s:s}", "field", err->field) : NULL);
+}
+
+/* ---- Versions: ETag and If-Match ---- */
+
+void api_json_versioned(struct http_req *req, int status, json_t *obj) {
+    char tag[32];
+    snprintf(tag, sizeof tag, "\"%lld\"", (long long)json_integer_value(json_object_get(obj, "version")));
+    http_add_header(req, "ETag", tag);
+    http_json(req, status, obj);
+}
+
+void api_json_created(struct http_req *req, const char *collection, json_t *obj) {
+    char location[128];
+    snprintf(location, sizeof location, "%s/%s", collection, json_string_value(json_object_get(obj, "id")));
+    http_add_header(req, "Location", location);
+    api_json_versioned(req, 201, obj);
+}
+
+static const struct store_match *if_match(struct http_req *req, struct store_match *m, int strong) {
+    const char *s = http_header(req, "If-Match");
+    if (!s) return NULL;
+    while (*s == ' ' || *s == '\t') s++;
+    if (s[0] == '*') {
+        const char *e = s + 1;
+        while (*e == ' ' || *e == '\t') e++;
+        if (!*e) return NULL;
+    }
+    m->n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t' || *s == ',') s++;
+        if (!*s) break;
+        int weak = s[0] == 'W' && s[1] == '/';
+        if (weak) s += 2;
+        if (*s != '"') break; /* not an entity tag: nothing after it counts */
+        const char *start = ++s;
+        while (*s && *s != '"') s++;
+        if (!*s) break; /* unterminated */
+        size_t len = (size_t)(s - start);
+        int digits = len > 0 && len <= 18 && !(weak && strong);
+        for (size_t i = 0; digits && i < len; i++)
+            if (start[i] < '0' || start[i] > '9') digits = 0;
+        if (digits && m->n < STORE_MATCH_MAX) m->versions[m->n++] = strtoll(start, NULL, 10);
+        s++;
+    }
+    return m;
+}
+
+const struct store_match *api_if_match(struct http_req *req, struct store_match *m) { return if_match(req, m, 0); }
+
+const struct store_match *api_if_match_strong(struct http_req *req, struct store_match *m) {
+    return if_match(req, m, 1);
 }
 
 /* ---- Query strings ---- */

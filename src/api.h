@@ -83,6 +83,20 @@ struct store_ctx api_store(struct http_req *req);
 /* Sets the error response of a failed store call (details.field when the error names one). */
 void api_store_error(struct http_req *req, const struct store_err *err);
 
+/* ---- Versions: ETag and If-Match ---- */
+
+/* Answers obj (ownership taken) with status and its "version" member as a strong ETag ("3"). */
+void api_json_versioned(struct http_req *req, int status, json_t *obj);
+/* The same for a row just created at <collection>/<its "id">, which is also sent as Location. */
+void api_json_created(struct http_req *req, const char *collection, json_t *obj);
+/* The If-Match precondition: NULL when there is none (no header, or "*", which any existing row
+ * matches); else m holds the versions named ("3", W/"3", lists of them; a tag that is not all
+ * digits, or unterminated, can never match, and nothing after something that is not an entity
+ * tag counts). */
+const struct store_match *api_if_match(struct http_req *req, struct store_match *m);
+/* The same with strong comparison: weak tags (W/"3") are read but can never match. */
+const struct store_match *api_if_match_strong(struct http_req *req, struct store_match *m);
+
 /* ---- Query strings ---- */
 
 /* An integer query parameter in [min, max] (absent: def). 0, or -1 with a 400 naming it. */

@@ -2,50 +2,9 @@
  * of a window (GET /api/events?from=&to=), overlapping occurrences (/api/events/conflicts) and
  * free slots in working hours (/api/freebusy). Thin: store_events validates and writes.
  * Uses api, store_events and http. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "api.h"
 #include "routes.h"
 #include "store_events.h"
-
-/* ETag "<version>" of an event. */
-static void set_etag(struct http_req *req, json_t *ev) {
-    char tag[32];
-    snprintf(tag, sizeof tag, "\"%lld\"", (long long)json_integer_value(json_object_get(ev, "version")));
-    http_add_header(req, "ETag", tag);
-}
-
-/* The If-Match precondition: NULL when there is none (no header, or "*", which any existing event
- * matches); else m holds the versions named ("3", W/"3"; anything else can never match). */
-static const struct store_event_match *if_match(struct http_req *req, struct store_event_match *m) {
-    const char *s = http_header(req, "If-Match");
-    if (!s) return NULL;
-    while (*s == ' ' || *s == '\t') s++;
-    if (s[0] == '*') {
-        const char *e = s + 1;
-        while (*e == ' ' || *e == '\t') e++;
-        if (!*e) return NULL;
-    }
-    m->n = 0;
-    while (*s) {
-        while (*s == ' ' || *s == '\t' || *s == ',') s++;
-        if (!*s) break;
-        if (s[0] == 'W' && s[1] == '/') s += 2;
-        if (*s != '"') break; /* not an entity tag: nothing after it counts */
-        const char *start = ++s;
-        while (*s && *s != '"') s++;
-        if (!*s) break; /* unterminated */
-        size_t len = (size_t)(s - start);
-        int digits = len > 0 && len <= 18;
-        for (size_t i = 0; digits && i < len; i++)
-            if (start[i] < '0' || start[i] > '9') digits = 0;
-        if (digits && m->n < STORE_EVENT_MATCH_MAX) m->versions[m->n++] = strtoll(start, NULL, 10);
-        s++;
-    }
-    return m;
-}
 
 static void events_create(struct http_req *req) {
     struct store_ctx ctx = api_store(req);
@@ -59,11 +18,7 @@ static void events_create(struct http_req *req) {
             api_store_error(req, &err);
         return;
     }
-    char loc[96];
-    snprintf(loc, sizeof loc, "/api/events/%s", json_string_value(json_object_get(ev, "id")));
-    http_add_header(req, "Location", loc);
-    set_etag(req, ev);
-    http_json(req, 201, ev);
+    api_json_created(req, "/api/events", ev);
 }
 
 static void events_get(struct http_req *req) {
@@ -74,28 +29,26 @@ static void events_get(struct http_req *req) {
         api_store_error(req, &err);
         return;
     }
-    set_etag(req, ev);
-    http_json(req, 200, ev);
+    api_json_versioned(req, 200, ev);
 }
 
 static void events_patch(struct http_req *req) {
     struct store_ctx ctx = api_store(req);
     struct store_err err;
-    struct store_event_match m;
-    json_t *ev = store_event_update(&ctx, http_param(req, "id"), http_body_json(req), if_match(req, &m), &err);
+    struct store_match m;
+    json_t *ev = store_event_update(&ctx, http_param(req, "id"), http_body_json(req), api_if_match(req, &m), &err);
     if (!ev) {
         api_store_error(req, &err);
         return;
     }
-    set_etag(req, ev);
-    http_json(req, 200, ev);
+    api_json_versioned(req, 200, ev);
 }
 
 static void events_delete(struct http_req *req) {
     struct store_ctx ctx = api_store(req);
     struct store_err err;
-    struct store_event_match m;
-    if (store_event_delete(&ctx, http_param(req, "id"), if_match(req, &m), &err)) {
+    struct store_match m;
+    if (store_event_delete(&ctx, http_param(req, "id"), api_if_match(req, &m), &err)) {
         api_store_error(req, &err);
         return;
     }

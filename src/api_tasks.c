@@ -1,51 +1,11 @@
 /* api_tasks — the tasks routes: GET/POST /api/tasks, GET/PATCH/DELETE /api/tasks/{id}. Thin
  * handlers over store_tasks: they turn the query string, the If-Match header and the sealed
  * cursor into store arguments, and versions into ETags. Uses api and store_tasks. */
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "api.h"
 #include "routes.h"
 #include "store_tasks.h"
-
-/* Answers a task with its version as a strong ETag (takes ownership of task). */
-static void respond_task(struct http_req *req, int status, json_t *task) {
-    char tag[32];
-    snprintf(tag, sizeof tag, "\"%lld\"", (long long)json_integer_value(json_object_get(task, "version")));
-    http_add_header(req, "ETag", tag);
-    http_json(req, status, task);
-}
-
-/* The If-Match precondition: NULL when there is none (no header, or "*", which any existing task
- * matches); else m holds the versions named ("3", W/"3"; anything else can never match). */
-static const struct store_task_match *if_match(struct http_req *req, struct store_task_match *m) {
-    const char *s = http_header(req, "If-Match");
-    if (!s) return NULL;
-    while (*s == ' ' || *s == '\t') s++;
-    if (s[0] == '*') {
-        const char *e = s + 1;
-        while (*e == ' ' || *e == '\t') e++;
-        if (!*e) return NULL;
-    }
-    m->n = 0;
-    while (*s) {
-        while (*s == ' ' || *s == '\t' || *s == ',') s++;
-        if (!*s) break;
-        if (s[0] == 'W' && s[1] == '/') s += 2;
-        if (*s != '"') break; /* not an entity tag: nothing after it counts */
-        const char *start = ++s;
-        while (*s && *s != '"') s++;
-        if (!*s) break; /* unterminated */
-        size_t len = (size_t)(s - start);
-        int digits = len > 0 && len <= 18;
-        for (size_t i = 0; digits && i < len; i++)
-            if (start[i] < '0' || start[i] > '9') digits = 0;
-        if (digits && m->n < STORE_TASK_MATCH_MAX) m->versions[m->n++] = strtoll(start, NULL, 10);
-        s++;
-    }
-    return m;
-}
 
 static void tasks_list(struct http_req *req) {
     static const char *const names[] = {"status", "label", "due_before", "due_after", "q", "parent_id", "sort", NULL};
@@ -89,10 +49,7 @@ static void tasks_create(struct http_req *req) {
         api_store_error(req, &err);
         return;
     }
-    char location[64];
-    snprintf(location, sizeof location, "/api/tasks/%s", json_string_value(json_object_get(task, "id")));
-    http_add_header(req, "Location", location);
-    respond_task(req, 201, task);
+    api_json_created(req, "/api/tasks", task);
 }
 
 static void tasks_get(struct http_req *req) {
@@ -100,23 +57,23 @@ static void tasks_get(struct http_req *req) {
     struct store_err err = {0};
     json_t *task = store_task_get(&ctx, http_param(req, "id"), &err);
     if (!task) api_store_error(req, &err);
-    else respond_task(req, 200, task);
+    else api_json_versioned(req, 200, task);
 }
 
 static void tasks_patch(struct http_req *req) {
     struct store_ctx ctx = api_store(req);
     struct store_err err = {0};
-    struct store_task_match m;
-    json_t *task = store_task_update(&ctx, http_param(req, "id"), http_body_json(req), if_match(req, &m), &err);
+    struct store_match m;
+    json_t *task = store_task_update(&ctx, http_param(req, "id"), http_body_json(req), api_if_match(req, &m), &err);
     if (!task) api_store_error(req, &err);
-    else respond_task(req, 200, task);
+    else api_json_versioned(req, 200, task);
 }
 
 static void tasks_delete(struct http_req *req) {
     struct store_ctx ctx = api_store(req);
     struct store_err err = {0};
-    struct store_task_match m;
-    if (store_task_delete(&ctx, http_param(req, "id"), if_match(req, &m), &err) != 0) api_store_error(req, &err);
+    struct store_match m;
+    if (store_task_delete(&ctx, http_param(req, "id"), api_if_match(req, &m), &err) != 0) api_store_error(req, &err);
     else http_text(req, 204, "application/json", "", 0);
 }
 

@@ -20,6 +20,13 @@ int store_fail(struct store_err *err, int status, const char *code, const char *
     return -1;
 }
 
+int store_match_ok(const struct store_match *m, long long version) {
+    if (!m) return 1;
+    for (int i = 0; i < m->n && i < STORE_MATCH_MAX; i++)
+        if (m->versions[i] == version) return 1;
+    return 0;
+}
+
 PGresult *store_exec(const struct store_ctx *ctx, struct store_err *err, const char *sql, int n,
                      const char *const *params) {
     PGresult *r = db_exec(ctx->db, sql, n, params);
@@ -82,4 +89,16 @@ int store_time_valid(const char *s, int *is_date) {
     if ((*t == '+' || *t == '-') && strlen(t) == 6 && digits(t + 1, 2) && t[3] == ':' && digits(t + 4, 2))
         return (t[1] - '0') * 10 + (t[2] - '0') <= 23 && (t[4] - '0') * 10 + (t[5] - '0') <= 59;
     return 0;
+}
+
+int store_is_uuid(const char *s) {
+    if (!s || strlen(s) != 36) return 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') return 0;
+        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
 }

@@ -25,6 +25,17 @@ struct store_err {
     char message[256];
 };
 
+/* A precondition on the version of the row being changed (HTTP If-Match): it must be one of
+ * versions[0..n) (n == 0: none can match). A NULL pointer where one is taken means no condition. */
+#define STORE_MATCH_MAX 8
+struct store_match {
+    long long versions[STORE_MATCH_MAX];
+    int n;
+};
+
+/* 1 when version satisfies m (always when m is NULL), else 0. */
+int store_match_ok(const struct store_match *m, long long version);
+
 /* Fills err and returns -1 (so callers can `return store_fail(...)`). */
 int store_fail(struct store_err *err, int status, const char *code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -39,6 +50,9 @@ PGresult *store_exec(const struct store_ctx *ctx, struct store_err *err, const c
  * type ("task") and id, and diff (a JSON object, borrowed; NULL = {}). Returns 0 or -1 with err. */
 int store_activity(const struct store_ctx *ctx, struct store_err *err, const char *action, const char *object_type,
                    const char *object_id, json_t *diff);
+
+/* 1 for a canonical lower-case UUID string (ids from URLs are checked before any query). */
+int store_is_uuid(const char *s);
 
 /* Checks an RFC 3339 timestamp with offset ("2026-03-01T09:30:00+01:00", "...Z", optional
  * fraction) or a date ("2026-03-01"). Returns 1 and sets *is_date, or 0. PostgreSQL then parses

@@ -352,7 +352,7 @@ done:
 /* ---- Public: reads ---- */
 
 json_t *store_event_get(const struct store_ctx *ctx, const char *id, struct store_err *err) {
-    if (!api_is_uuid(id)) {
+    if (!store_is_uuid(id)) {
         store_fail(err, 404, "not_found", NULL, "no such event");
         return NULL;
     }
@@ -440,9 +440,9 @@ json_t *store_event_create(const struct store_ctx *ctx, json_t *in, struct store
 }
 
 /* Reads the event for a change, locked; 404 or 412 when it is missing or another version. */
-static json_t *lock_event(const struct store_ctx *ctx, const char *id, const struct store_event_match *match,
+static json_t *lock_event(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                           long long *duration, struct store_err *err) {
-    if (!api_is_uuid(id)) {
+    if (!store_is_uuid(id)) {
         store_fail(err, 404, "not_found", NULL, "no such event");
         return NULL;
     }
@@ -459,10 +459,7 @@ static json_t *lock_event(const struct store_ctx *ctx, const char *id, const str
         store_fail(err, 404, "not_found", NULL, "no such event");
         return NULL;
     }
-    int ok = !match;
-    for (int i = 0; match && i < match->n && i < STORE_EVENT_MATCH_MAX; i++)
-        ok |= match->versions[i] == (long long)json_integer_value(json_object_get(ev, "version"));
-    if (!ok) {
+    if (!store_match_ok(match, (long long)json_integer_value(json_object_get(ev, "version")))) {
         json_decref(ev);
         store_fail(err, 412, "precondition_failed", NULL,
                    "the event has changed since you read it (If-Match does not match its ETag)");
@@ -472,7 +469,7 @@ static json_t *lock_event(const struct store_ctx *ctx, const char *id, const str
 }
 
 json_t *store_event_update(const struct store_ctx *ctx, const char *id, json_t *patch,
-                           const struct store_event_match *match, struct store_err *err) {
+                           const struct store_match *match, struct store_err *err) {
     struct ev_in v;
     memset(&v, 0, sizeof v);
     json_t *old = NULL, *merged = NULL, *ev = NULL, *diff = NULL;
@@ -536,7 +533,7 @@ done:
     return ev;
 }
 
-int store_event_delete(const struct store_ctx *ctx, const char *id, const struct store_event_match *match,
+int store_event_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                        struct store_err *err) {
     json_t *old = lock_event(ctx, id, match, NULL, err);
     if (!old) return -1;

@@ -32,22 +32,15 @@ json_t *store_events_all(const struct store_ctx *ctx, struct store_err *err);
  * carries them in its "conflicts" member. */
 json_t *store_event_create_checked(const struct store_ctx *ctx, json_t *in, json_t **conflicts,
                                    struct store_err *err);
-/* A precondition on the version of the event being changed (HTTP If-Match): it must be one of
- * versions[0..n) (n == 0 never matches). NULL = none. */
-#define STORE_EVENT_MATCH_MAX 8
-struct store_event_match {
-    int n;
-    long long versions[STORE_EVENT_MATCH_MAX];
-};
-
 /* One event series (new reference), or NULL with err (404 for a malformed or unknown id). */
 json_t *store_event_get(const struct store_ctx *ctx, const char *id, struct store_err *err);
-/* Changes the fields present in patch (null clears an optional one); match as above (else 412
- * "precondition_failed"). Returns the updated event (new reference) or NULL with err. */
+/* Changes the fields present in patch (null clears an optional one); match (store.h; NULL = none)
+ * must hold the event's version (else 412 "precondition_failed"). Returns the updated event (new
+ * reference) or NULL with err. */
 json_t *store_event_update(const struct store_ctx *ctx, const char *id, json_t *patch,
-                           const struct store_event_match *match, struct store_err *err);
+                           const struct store_match *match, struct store_err *err);
 /* Deletes one event series (match as above). Returns 0 or -1 with err. */
-int store_event_delete(const struct store_ctx *ctx, const char *id, const struct store_event_match *match,
+int store_event_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                        struct store_err *err);
 /* The occurrences overlapping [from, to) (RFC 3339 or dates, at most 366 days apart), sorted by
  * start: {items: [event + occurrence_start, occurrence_end, series_id], truncated} with at most

@@ -29,24 +29,6 @@ static size_t utf8_chars(const char *s) {
     return n;
 }
 
-static int is_uuid(const char *s) {
-    if (!s || strlen(s) != 36) return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return 0;
-        } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int version_ok(long current, const long *versions, size_t n) {
-    if (n == 0) return 1;
-    for (size_t i = 0; i < n; i++)
-        if (versions[i] == current) return 1;
-    return 0;
-}
 
 static json_t *not_found(struct store_err *err) {
     store_fail(err, 404, "not_found", NULL, "no such note");
@@ -229,7 +211,7 @@ done:
 }
 
 json_t *store_note_get(const struct store_ctx *ctx, const char *id, struct store_err *err) {
-    if (!is_uuid(id)) return not_found(err);
+    if (!store_is_uuid(id)) return not_found(err);
     const char *p[2] = {id, ctx->user_id};
     PGresult *r = store_exec(ctx, err, "SELECT " NOTE_COLUMNS " FROM notes WHERE id = $1::uuid AND user_id = $2::uuid", 2,
                              p);
@@ -244,7 +226,7 @@ json_t *store_note_get(const struct store_ctx *ctx, const char *id, struct store
 /* The current title, tags and version of a note, locked for the rest of the transaction, and
  * whether `body` (may be NULL) differs from its body. NULL with err (404) when there is none. */
 static PGresult *lock_note(const struct store_ctx *ctx, const char *id, const char *body, struct store_err *err) {
-    if (!is_uuid(id)) {
+    if (!store_is_uuid(id)) {
         not_found(err);
         return NULL;
     }
@@ -262,21 +244,21 @@ static PGresult *lock_note(const struct store_ctx *ctx, const char *id, const ch
     return r;
 }
 
-static int precondition(const PGresult *cur, const long *versions, size_t n, struct store_err *err) {
+static int precondition(const PGresult *cur, const struct store_match *match, struct store_err *err) {
     long v = strtol(PQgetvalue(cur, 0, 2), NULL, 10);
-    if (version_ok(v, versions, n)) return 0;
+    if (store_match_ok(match, v)) return 0;
     return store_fail(err, 412, "precondition_failed", NULL,
                       "the note has changed (it is at version %ld): fetch it again and retry", v);
 }
 
-json_t *store_note_update(const struct store_ctx *ctx, const char *id, json_t *in, const long *if_versions,
-                          size_t n, struct store_err *err) {
+json_t *store_note_update(const struct store_ctx *ctx, const char *id, json_t *in,
+                          const struct store_match *match, struct store_err *err) {
     struct note_input ni;
     if (note_input(ctx, in, &ni, err)) return NULL;
     json_t *note = NULL, *diff = json_object(), *old_tags = NULL;
     char *tags = NULL;
     PGresult *cur = lock_note(ctx, id, ni.body, err), *r = NULL;
-    if (!cur || precondition(cur, if_versions, n, err)) goto done;
+    if (!cur || precondition(cur, match, err)) goto done;
     if (!diff) {
         oom(err);
         goto done;
@@ -337,12 +319,12 @@ done:
     return note;
 }
 
-int store_note_delete(const struct store_ctx *ctx, const char *id, const long *if_versions, size_t n,
+int store_note_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                       struct store_err *err) {
     PGresult *cur = lock_note(ctx, id, NULL, err), *r = NULL;
     json_t *diff = NULL;
     int rc = -1;
-    if (!cur || precondition(cur, if_versions, n, err)) goto done;
+    if (!cur || precondition(cur, match, err)) goto done;
     const char *p[2] = {id, ctx->user_id};
     r = store_exec(ctx, err, "DELETE FROM notes WHERE id = $1::uuid AND user_id = $2::uuid", 2, p);
     if (!r) goto done;
@@ -399,7 +381,7 @@ json_t *store_notes_list(const struct store_ctx *ctx, json_t *in, struct store_e
         if (!json_is_object(cursor)) return bad_cursor(err);
         json_t *pos = json_object_get(cursor, q ? "r" : "t"), *cid = json_object_get(cursor, "id");
         if (json_object_size(cursor) != 2 || !json_is_string(pos) || !json_is_string(cid) ||
-            !is_uuid(json_string_value(cid)))
+            !store_is_uuid(json_string_value(cid)))
             return bad_cursor(err);
         after = json_string_value(pos);
         after_id = json_string_value(cid);

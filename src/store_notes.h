@@ -31,15 +31,15 @@ json_t *store_note_create(const struct store_ctx *ctx, json_t *in, struct store_
 json_t *store_note_get(const struct store_ctx *ctx, const char *id, struct store_err *err);
 
 /* Changes the fields present in `in` ({title?, body?, tags?}); the others keep their value.
- * if_versions (n of them; n = 0: unconditional) are the versions the caller accepts: any other
- * current version fails with 412 "precondition_failed" and changes nothing. A patch that changes
+ * match (store.h; NULL = unconditional) holds the versions the caller accepts: any other current
+ * version fails with 412 "precondition_failed" and changes nothing. A patch that changes
  * nothing returns the note as it is (same version, no activity row). Returns the note (new
  * reference) or NULL with err. */
-json_t *store_note_update(const struct store_ctx *ctx, const char *id, json_t *in, const long *if_versions,
-                          size_t n, struct store_err *err);
+json_t *store_note_update(const struct store_ctx *ctx, const char *id, json_t *in,
+                          const struct store_match *match, struct store_err *err);
 
-/* Deletes the note (if_versions as for update). Returns 0, or -1 with err. */
-int store_note_delete(const struct store_ctx *ctx, const char *id, const long *if_versions, size_t n,
+/* Deletes the note (match as for update). Returns 0, or -1 with err. */
+int store_note_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                       struct store_err *err);
 
 /* One page of notes. in: {q?, tag?, limit? (1..200, default 50), cursor? (an object a previous

@@ -379,13 +379,6 @@ json_t *store_task_get(const struct store_ctx *ctx, const char *id, struct store
 
 /* ---- Update ---- */
 
-static int version_matches(const struct store_task_match *m, long long version) {
-    if (!m) return 1;
-    for (int i = 0; i < m->n && i < STORE_TASK_MATCH_MAX; i++)
-        if (m->versions[i] == version) return 1;
-    return 0;
-}
-
 /* parent must be one of the user's tasks and neither id nor one of its descendants. The caller
  * holds the user's tree lock, so no concurrent change can close a cycle behind this check. */
 static int check_parent(const struct store_ctx *ctx, const char *id, const char *parent, struct store_err *err) {
@@ -467,7 +460,7 @@ static json_t *create_next(const struct store_ctx *ctx, const char *id, const PG
 }
 
 json_t *store_task_update(const struct store_ctx *ctx, const char *id, json_t *in,
-                          const struct store_task_match *match, struct store_err *err) {
+                          const struct store_match *match, struct store_err *err) {
     struct task_input t;
     json_t *old = NULL, *task = NULL;
     PGresult *r = NULL;
@@ -503,7 +496,7 @@ json_t *store_task_update(const struct store_ctx *ctx, const char *id, json_t *i
     int no_next_yet = !strcmp(PQgetvalue(r, 0, C_NCOLS), "t");
     PQclear(r);
     r = NULL;
-    if (!version_matches(match, json_integer_value(json_object_get(old, "version")))) {
+    if (!store_match_ok(match, json_integer_value(json_object_get(old, "version")))) {
         store_fail(err, 412, "precondition_failed", NULL,
                    "the task was changed since you read it (version %lld): read it again",
                    (long long)json_integer_value(json_object_get(old, "version")));
@@ -579,7 +572,7 @@ done:
 
 /* ---- Delete ---- */
 
-int store_task_delete(const struct store_ctx *ctx, const char *id, const struct store_task_match *match,
+int store_task_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                       struct store_err *err) {
     char uid[37];
     if (!uuid_norm(id, uid)) return not_found(err);
@@ -601,7 +594,7 @@ int store_task_delete(const struct store_ctx *ctx, const char *id, const struct 
     PQclear(r);
     if (subtasks > 0) json_object_set_new(diff, "subtasks_deleted", json_integer(subtasks));
     int rc = -1;
-    if (!version_matches(match, version)) {
+    if (!store_match_ok(match, version)) {
         store_fail(err, 412, "precondition_failed", NULL,
                    "the task was changed since you read it (version %lld): read it again", version);
         goto done;

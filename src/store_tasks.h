@@ -15,14 +15,6 @@
 
 #include "store.h"
 
-#define STORE_TASK_MATCH_MAX 8
-
-/* A precondition on the version of the task being changed (HTTP If-Match). */
-struct store_task_match {
-    int n;                                      /* how many versions follow; 0 = none can match */
-    long long versions[STORE_TASK_MATCH_MAX];
-};
-
 /* Creates a task from a JSON object {title, notes?, status?, priority?, due_at?, labels?,
  * recurrence?, parent_id?}. Unknown fields, wrong types, invalid values, a parent that is not
  * one of the user's tasks → 400 naming the field. Returns the new task (new reference) or NULL
@@ -39,10 +31,10 @@ json_t *store_task_get(const struct store_ctx *ctx, const char *id, struct store
  * is created and returned under the key "next" of the result. Returns the updated task (new
  * reference) or NULL with err. */
 json_t *store_task_update(const struct store_ctx *ctx, const char *id, json_t *in,
-                          const struct store_task_match *match, struct store_err *err);
+                          const struct store_match *match, struct store_err *err);
 
 /* Deletes the task and its sub-tasks. match as for update. Returns 0 or -1 with err. */
-int store_task_delete(const struct store_ctx *ctx, const char *id, const struct store_task_match *match,
+int store_task_delete(const struct store_ctx *ctx, const char *id, const struct store_match *match,
                       struct store_err *err);
 
 /* Lists tasks. query: {status?, label?, due_before?, due_after? (RFC 3339 or dates; due_after

@@ -4,44 +4,15 @@
 local h = require("helpers")
 local cjson = require("cjson.safe")
 
-local PASSWORD = "correct horse battery staple"
-
-local counter = 0
-local function new_email(tag)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d@example.com", tag, os.time(), math.random(1, 1e6), counter)
-end
-
-local function urlencode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
-
-local function query(params)
-  local keys, parts = {}, {}
-  for k in pairs(params or {}) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. urlencode(tostring(params[k])) end
-  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
-end
-
-local function assert_bad_field(res, field)
-  assert.equal(400, res.status, res.body)
-  assert.is_table(res.json, res.body)
-  assert.equal("invalid_field", res.json.error.code, res.body)
-  assert.equal(field, res.json.error.details and res.json.error.details.field, res.body)
-end
+local query, urlencode, assert_bad_field = h.query, h.urlencode, h.assert_bad_field
 
 describe("activity", function()
   local srv
 
   local function client(tag)
-    local res = h.request(srv.port, "POST", "/api/auth/register",
-      { json = { email = new_email(tag), password = PASSWORD } })
-    assert.equal(201, res.status, res.body)
-    local c = { id = res.json.user.id, token = res.json.access_token }
-    function c.call(method, path, json)
-      return h.request(srv.port, method, path, { json = json, headers = { Authorization = "Bearer " .. c.token } })
-    end
+    local c = h.new_user(srv.port, tag)
+    local call = c.call
+    function c.call(method, path, json) return call(method, path, { json = json }) end
     function c.page(params)
       local r = c.call("GET", "/api/activity" .. query(params))
       assert.equal(200, r.status, r.body)

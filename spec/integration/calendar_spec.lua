@@ -7,24 +7,14 @@ local h = require("helpers")
 local cjson = require("cjson.safe")
 local core = require("orrery.core")
 
-local PASSWORD = "correct horse battery staple"
 local FIXTURE = h.root .. "/spec/fixtures/ics/google_export.ics"
-
-local counter = 0
-local function new_email(tag)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d@example.com", tag, os.time(), math.random(1, 1e6), counter)
-end
 
 local function call(port, method, path, token, json)
   return h.request(port, method, path, { json = json, headers = token and { Authorization = "Bearer " .. token } })
 end
 
 local function new_user(port, timezone, name)
-  local res = h.request(port, "POST", "/api/auth/register",
-    { json = { email = new_email("cal"), password = PASSWORD, timezone = timezone, name = name } })
-  assert.equal(201, res.status, res.body)
-  return { id = res.json.user.id, token = res.json.access_token }
+  return h.new_user(port, "cal", { timezone = timezone, name = name })
 end
 
 local function create(port, user, body)
@@ -66,11 +56,7 @@ local function assert_not_found(res)
   assert.is_nil(res.body:find("BEGIN:", 1, true))
 end
 
-local function assert_bad_field(res, field)
-  assert.equal(400, res.status, res.body)
-  assert.equal("invalid_field", res.json.error.code, res.body)
-  assert.equal(field, res.json.error.details.field, res.body)
-end
+local assert_bad_field = h.assert_bad_field
 
 local function unfolded(text)
   local out = {}
@@ -87,13 +73,6 @@ local function activity(port, user, object_type)
   local res = call(port, "GET", "/api/activity?limit=200&object_type=" .. object_type, user.token)
   assert.equal(200, res.status, res.body)
   return res.json.items
-end
-
-local function sql(srv, q)
-  local url = h.admin_url:gsub("/postgres%?", "/" .. srv.db_name .. "?")
-  local code, out, err = h.psql(url, q)
-  assert.equal(0, code, err)
-  return (out or ""):gsub("%s+$", "")
 end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -148,9 +127,9 @@ describe("calendar feed and import", function()
       assert.equal(43, #t.token)
       assert.equal("/api/calendar.ics?token=" .. t.token, t.url)
       assert.is_string(t.created_at)
-      local stored = sql(srv, "SELECT token_hash FROM calendar_feeds WHERE user_id = '" .. u.id .. "'")
+      local stored = srv:sql("SELECT token_hash FROM calendar_feeds WHERE user_id = '" .. u.id .. "'")
       assert.equal(core.auth_sha256_hex(t.token), stored)
-      assert.equal("0", sql(srv, "SELECT count(*) FROM calendar_feeds WHERE token_hash = '" .. t.token .. "'"))
+      assert.equal("0", srv:sql("SELECT count(*) FROM calendar_feeds WHERE token_hash = '" .. t.token .. "'"))
       assert.are_not.equal(t.token, rotate(port, u).token)
     end)
 
@@ -161,7 +140,7 @@ describe("calendar feed and import", function()
       local second = rotate(port, u)
       assert_not_found(feed(port, first.token))
       assert.equal(200, feed(port, second.token).status)
-      assert.equal("1", sql(srv, "SELECT count(*) FROM calendar_feeds WHERE user_id = '" .. u.id .. "'"))
+      assert.equal("1", srv:sql("SELECT count(*) FROM calendar_feeds WHERE user_id = '" .. u.id .. "'"))
       local acts = activity(port, u, "calendar_feed")
       assert.equal(2, #acts)
       assert.equal("update", acts[1].action)

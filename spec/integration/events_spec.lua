@@ -4,33 +4,15 @@
 -- isolation between users and activity rows.
 local h = require("helpers")
 
-local PASSWORD = "correct horse battery staple"
-
-local counter = 0
-local function new_email(tag)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d@example.com", tag, os.time(), math.random(1, 1e6), counter)
-end
-
 local function call(port, method, path, token, json, headers)
   local hd = { Authorization = "Bearer " .. token }
   for k, v in pairs(headers or {}) do hd[k] = v end
   return h.request(port, method, path, { json = json, headers = hd })
 end
 
-local function new_user(port, timezone)
-  local res = h.request(port, "POST", "/api/auth/register",
-    { json = { email = new_email("ev"), password = PASSWORD, timezone = timezone } })
-  assert.equal(201, res.status, res.body)
-  return { id = res.json.user.id, token = res.json.access_token }
-end
+local function new_user(port, timezone) return h.new_user(port, "ev", { timezone = timezone }) end
 
-local function assert_bad_field(res, field)
-  assert.equal(400, res.status, res.body)
-  assert.is_table(res.json and res.json.error, res.body)
-  assert.equal("invalid_field", res.json.error.code, res.body)
-  assert.equal(field, res.json.error.details and res.json.error.details.field, res.body)
-end
+local assert_bad_field = h.assert_bad_field
 
 local function create(port, user, body)
   local res = call(port, "POST", "/api/events", user.token, body)
@@ -51,14 +33,6 @@ local function starts_of(port, user, id, from, to)
     if o.series_id == id then out[#out + 1] = o.occurrence_start end
   end
   return out
-end
-
--- As the superuser (row-level security does not apply), in the server's database.
-local function sql(srv, q)
-  local url = h.admin_url:gsub("/postgres%?", "/" .. srv.db_name .. "?")
-  local code, out, err = h.psql(url, q)
-  assert.equal(0, code, err)
-  return (out or ""):gsub("%s+$", "")
 end
 
 describe("events API", function()
@@ -340,7 +314,7 @@ describe("events API", function()
       local v = new_user(port, "UTC")
       local b = create(port, v, { title = "Busy", starts_at = "2026-06-02T11:00:00Z",
         ends_at = "2026-06-02T12:00:00Z" })
-      local before = sql(srv, "SELECT count(*) FROM events")
+      local before = srv:sql("SELECT count(*) FROM events")
       local res = call(port, "POST", "/api/events", v.token, { title = "Clash", starts_at = "2026-06-02T11:30:00Z",
         ends_at = "2026-06-02T11:45:00Z", check_conflicts = true })
       assert.equal(409, res.status, res.body)
@@ -348,7 +322,7 @@ describe("events API", function()
       assert.equal(1, #res.json.error.details.conflicts)
       assert.equal(b.id, res.json.error.details.conflicts[1].series_id)
       assert.equal("2026-06-02T11:30:00Z", res.json.error.details.conflicts[1].with.occurrence_start)
-      assert.equal(before, sql(srv, "SELECT count(*) FROM events"))
+      assert.equal(before, srv:sql("SELECT count(*) FROM events"))
       assert.equal(0, #window(port, v, "2026-06-02T11:30:00Z", "2026-06-02T11:31:00Z") - 1)
       -- touching is fine
       local ok = call(port, "POST", "/api/events", v.token, { title = "After", starts_at = "2026-06-02T12:00:00Z",
@@ -457,8 +431,8 @@ describe("events API", function()
       it("refuses " .. c[1] .. " with 400 naming " .. c[3] .. ", writing nothing", function()
         local res = call(port, "POST", "/api/events", u.token, with(c[2]))
         assert_bad_field(res, c[3])
-        assert.equal("0", sql(srv, "SELECT count(*) FROM events WHERE user_id = '" .. u.id .. "'"))
-        assert.equal("0", sql(srv, "SELECT count(*) FROM activity_log WHERE user_id = '" .. u.id .. "'"))
+        assert.equal("0", srv:sql("SELECT count(*) FROM events WHERE user_id = '" .. u.id .. "'"))
+        assert.equal("0", srv:sql("SELECT count(*) FROM activity_log WHERE user_id = '" .. u.id .. "'"))
       end)
     end
 
@@ -475,8 +449,8 @@ describe("events API", function()
       local got = call(port, "GET", "/api/events/" .. ev.id, u.token)
       assert.equal("Keep", got.json.title)
       assert.equal(1, got.json.version)
-      sql(srv, "DELETE FROM events WHERE user_id = '" .. u.id .. "'")
-      sql(srv, "DELETE FROM activity_log WHERE user_id = '" .. u.id .. "'")
+      srv:sql("DELETE FROM events WHERE user_id = '" .. u.id .. "'")
+      srv:sql("DELETE FROM activity_log WHERE user_id = '" .. u.id .. "'")
     end)
 
     it("refuses a body that is not an object", function()
@@ -532,8 +506,8 @@ describe("events API", function()
 
   describe("schema", function()
     it("keeps row-level security forced and the window indexes in place", function()
-      assert.equal("t|t", sql(srv, "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'events'"))
-      local idx = sql(srv, "SELECT string_agg(indexdef, E'\\n') FROM pg_indexes WHERE tablename = 'events'")
+      assert.equal("t|t", srv:sql("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'events'"))
+      local idx = srv:sql("SELECT string_agg(indexdef, E'\\n') FROM pg_indexes WHERE tablename = 'events'")
       assert.matches("%(user_id, starts_at%)", idx)
       assert.matches("recurrence IS NOT NULL", idx)
     end)

@@ -5,34 +5,9 @@
 local h = require("helpers")
 local cjson = require("cjson.safe")
 
-local PASSWORD = "correct horse battery staple"
 local MIB = 1048576
 
-local counter = 0
-local function new_email(tag)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d@example.com", tag, os.time(), math.random(1, 1e6), counter)
-end
-
-local function urlencode(s)
-  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
-
--- "?a=1&b=2" from a table (keys sorted so failures read the same every run).
-local function query(params)
-  local keys, parts = {}, {}
-  for k in pairs(params or {}) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. urlencode(tostring(params[k])) end
-  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
-end
-
-local function assert_bad_field(res, field)
-  assert.equal(400, res.status, res.body)
-  assert.is_table(res.json, res.body)
-  assert.equal("invalid_field", res.json.error.code, res.body)
-  assert.equal(field, res.json.error.details and res.json.error.details.field, res.body)
-end
+local query, urlencode, assert_bad_field = h.query, h.urlencode, h.assert_bad_field
 
 local function assert_not_found(res)
   assert.equal(404, res.status, res.body)
@@ -56,19 +31,9 @@ describe("notes", function()
   local srv
   local alice, bob
 
-  -- A client bound to one account: c:call(method, path, {json=, body=, headers=}).
+  -- A client bound to one account: c.call(method, path, {json=, body=, headers=}).
   local function client(tag)
-    local res = h.request(srv.port, "POST", "/api/auth/register",
-      { json = { email = new_email(tag), password = PASSWORD } })
-    assert.equal(201, res.status, res.body)
-    local c = { id = res.json.user.id, token = res.json.access_token }
-    function c.call(method, path, opts)
-      opts = opts or {}
-      local headers = { Authorization = "Bearer " .. c.token }
-      for k, v in pairs(opts.headers or {}) do headers[k] = v end
-      if opts.body then headers["Content-Type"] = "application/json" end
-      return h.request(srv.port, method, path, { json = opts.json, body = opts.body, headers = headers })
-    end
+    local c = h.new_user(srv.port, tag)
     function c.create(note)
       local r = c.call("POST", "/api/notes", { json = note })
       assert.equal(201, r.status, r.body)
@@ -263,7 +228,7 @@ describe("notes", function()
       local s2 = h.start_server({ env = { ORRERY_AUTH_RATE_PER_IP = "100000" } })
       local ok, err = pcall(function()
         local reg = h.request(s2.port, "POST", "/api/auth/register",
-          { json = { email = new_email("limit"), password = PASSWORD } })
+          { json = { email = h.new_email("limit"), password = h.PASSWORD } })
         assert.equal(201, reg.status, reg.body)
         -- Every character a newline: 1 MiB of body, 2 MiB of JSON.
         local res = h.request(s2.port, "POST", "/api/notes", {

@@ -5,35 +5,9 @@
 local h = require("helpers")
 local cjson = require("cjson.safe")
 
-local PASSWORD = "correct horse battery staple"
 local NULL = cjson.null
 
-local counter = 0
-local function new_email(tag)
-  counter = counter + 1
-  return string.format("%s-%d-%d-%d@example.com", tag or "tasks", os.time(), math.random(1, 1e6), counter)
-end
-
-local function urlencode(s)
-  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
-end
-
--- "?a=1&b=2" from a table (keys sorted, so URLs are stable).
-local function qs(params)
-  local keys = {}
-  for k in pairs(params or {}) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local parts = {}
-  for _, k in ipairs(keys) do parts[#parts + 1] = urlencode(k) .. "=" .. urlencode(params[k]) end
-  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
-end
-
-local function assert_bad_field(res, field)
-  assert.equal(400, res.status, res.body)
-  assert.is_table(res.json, res.body)
-  assert.equal("invalid_field", res.json.error.code, res.body)
-  assert.equal(field, res.json.error.details.field, res.body)
-end
+local qs, assert_bad_field = h.query, h.assert_bad_field
 
 local function ids_of(items)
   local out = {}
@@ -46,15 +20,9 @@ describe("tasks API", function()
 
   -- A fresh account: returns a client {id, token, call(method, path, json, headers)}.
   local function new_user(timezone)
-    local body = { email = new_email(), password = PASSWORD, timezone = timezone }
-    local res = h.request(port, "POST", "/api/auth/register", { json = body })
-    assert.equal(201, res.status, res.body)
-    local u = { id = res.json.user.id, token = res.json.access_token }
-    function u.call(method, path, json, headers)
-      local hs = { Authorization = "Bearer " .. u.token }
-      for k, v in pairs(headers or {}) do hs[k] = v end
-      return h.request(port, method, path, { json = json, headers = hs })
-    end
+    local u = h.new_user(port, "tasks", { timezone = timezone })
+    local call = u.call
+    function u.call(method, path, json, headers) return call(method, path, { json = json, headers = headers }) end
     function u.create(fields)
       local r = u.call("POST", "/api/tasks", fields)
       assert.equal(201, r.status, r.body)
@@ -86,12 +54,7 @@ describe("tasks API", function()
   end
 
   -- Rows in the server's database, whoever owns them (superuser: row-level security does not apply).
-  local function db_count(sql)
-    local url = h.admin_url:gsub("/postgres%?", "/" .. srv.db_name .. "?")
-    local code, out, err = h.psql(url, sql)
-    assert.equal(0, code, err)
-    return tonumber(out)
-  end
+  local function db_count(sql) return tonumber((srv:sql(sql))) end
 
   setup(function()
     srv = h.start_server({ env = { ORRERY_AUTH_RATE_PER_IP = "100000" } })
@@ -641,7 +604,7 @@ describe("tasks API", function()
       u.create({ title = "child", parent_id = root.id })
       u.call("PATCH", "/api/tasks/" .. root.id, { status = "done" })
       assert.equal(3, db_count("SELECT count(*) FROM tasks WHERE user_id = '" .. u.id .. "'"))
-      local r = u.call("DELETE", "/api/me", { password = PASSWORD })
+      local r = u.call("DELETE", "/api/me", { password = u.password })
       assert.equal(204, r.status, r.body)
       assert.equal(0, db_count("SELECT count(*) FROM tasks WHERE user_id = '" .. u.id .. "'"))
     end)

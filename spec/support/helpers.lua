@@ -3,6 +3,7 @@
 -- client never would (control bytes, slow uploads, half-open connections).
 local socket = require("socket")
 local cjson = require("cjson.safe")
+local luassert = require("luassert")
 
 local M = {}
 
@@ -162,6 +163,15 @@ end
 
 function Server:logs() return M.read_file(self.log) or "" end
 
+-- Runs q in the server's database as the superuser (row-level security does not apply); asserts
+-- it succeeded and returns its output without trailing whitespace.
+function Server:sql(q)
+  local url = M.admin_url:gsub("/postgres%?", "/" .. self.db_name .. "?")
+  local code, out, err = M.psql(url, q)
+  luassert.equal(0, code, err)
+  return (out or ""):gsub("%s+$", "")
+end
+
 function Server:alive()
   return self.pid ~= nil and os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
 end
@@ -256,6 +266,58 @@ function M.request(port, method, path, opts)
 end
 
 function M.get(port, path, opts) return M.request(port, "GET", path, opts) end
+
+function M.urlencode(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- "?a=1&b=2" from a table ("" when empty; keys sorted, so URLs and failures read the same every run).
+function M.query(params)
+  local keys, parts = {}, {}
+  for k in pairs(params or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do parts[#parts + 1] = M.urlencode(k) .. "=" .. M.urlencode(params[k]) end
+  return #parts > 0 and ("?" .. table.concat(parts, "&")) or ""
+end
+
+-- ---- API accounts ----
+
+M.PASSWORD = "correct horse battery staple"
+
+local email_counter = 0
+-- An address no other spec or run uses: <tag>-<time>-<random>-<n>@example.com.
+function M.new_email(tag)
+  email_counter = email_counter + 1
+  return string.format("%s-%d-%d-%d@example.com", tag, os.time(), math.random(1, 1e6), email_counter)
+end
+
+-- Registers a new account on the server at port (email from prefix, password M.PASSWORD, plus the
+-- register fields in extra: timezone, name) and returns a client bound to it:
+-- {id, email, password, token, call(method, path, opts)} where opts = {json=, body=, headers=}
+-- (a raw body is sent as application/json; the bearer token is always sent).
+function M.new_user(port, prefix, extra)
+  local body = { email = M.new_email(prefix or "user"), password = M.PASSWORD }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  local res = M.request(port, "POST", "/api/auth/register", { json = body })
+  luassert.equal(201, res.status, res.body)
+  local u = { id = res.json.user.id, email = body.email, password = body.password, token = res.json.access_token }
+  function u.call(method, path, opts)
+    opts = opts or {}
+    local headers = { Authorization = "Bearer " .. u.token }
+    for k, v in pairs(opts.headers or {}) do headers[k] = v end
+    if opts.body then headers["Content-Type"] = "application/json" end
+    return M.request(port, method, path, { json = opts.json, body = opts.body, headers = headers })
+  end
+  return u
+end
+
+-- A 400 invalid_field response naming field.
+function M.assert_bad_field(res, field)
+  luassert.equal(400, res.status, res.body)
+  luassert.is_table(res.json and res.json.error, res.body)
+  luassert.equal("invalid_field", res.json.error.code, res.body)
+  luassert.equal(field, res.json.error.details and res.json.error.details.field, res.body)
+end
 
 M.unpack = unpack
 return M
