@@ -18,5 +18,7 @@ int luaopen_orrery_core(lua_State *L) {
     auth_lua_register(L);
     ics_lua_register(L);
     rrule_lua_register(L);
+    bus_lua_register(L);
+    sandbox_lua_register(L);
     return 1;
 }

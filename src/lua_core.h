@@ -13,5 +13,7 @@ void lua_api_lua_register(lua_State *L);
 void auth_lua_register(lua_State *L);
 void ics_lua_register(lua_State *L);
 void rrule_lua_register(lua_State *L);
+void bus_lua_register(lua_State *L);
+void sandbox_lua_register(lua_State *L);
 
 #endif
