@@ -25,7 +25,7 @@ static int load_script(lua_State *L, const char *path) {
 }
 
 /* Message handler: turns any error object into "message\nstack traceback:...". */
-static int traceback(lua_State *L) {
+int lua_host_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         /* An error object with __tostring describes itself; pcall so a broken one cannot
@@ -59,7 +59,7 @@ static int run_main(lua_State *L) {
 
     if (load_script(L, a->path) != LUA_OK) return lua_error(L); /* no traceback: nothing ran */
 
-    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, lua_host_traceback);
     lua_insert(L, -2);
     /* stack: run_args, traceback, chunk */
     luaL_checkstack(L, a->argc, "too many script arguments");

@@ -4,6 +4,8 @@
 #ifndef ORRERY_LUA_HOST_H
 #define ORRERY_LUA_HOST_H
 
+#include <lua.h>
+
 /* Runs path with `arg` set to argv (argv[0] = the script). Errors print the Lua traceback on
  * stderr. Returns the process exit code: 0 on success, 1 on any error. */
 int lua_host_run_file(const char *path, int argc, char **argv);
@@ -11,5 +13,9 @@ int lua_host_run_file(const char *path, int argc, char **argv);
 /* Compiles path without running it. Prints "ok: FILE" on stdout, or the syntax error with
  * file and line on stderr. Returns 0 or 1. */
 int lua_host_check_file(const char *path);
+
+/* Message handler for lua_pcall: turns any error object (string, __tostring, other) into
+ * "message\nstack traceback:..." without ever raising. Shared with the sandbox. */
+int lua_host_traceback(lua_State *L);
 
 #endif

@@ -17,6 +17,7 @@
  * - Lua runs __gc metamethods, and handlers of errors raised in a hook, with hooks off:
  *   sandbox_lib.c makes sure no script code ever runs there. */
 #include "sandbox.h"
+#include "lua_host.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,15 +201,7 @@ static int on_error(lua_State *L) {
     if (sb->killed) return 1; /* the host writes the message; run nothing more */
     const char *msg = lua_tostring(L, 1);
     if (msg != NULL && sb->mem_refused && strcmp(msg, "not enough memory") == 0) sb->mem_error = 1;
-    if (msg == NULL) {
-        if (luaL_getmetafield(L, 1, "__tostring") != LUA_TNIL) {
-            lua_pushvalue(L, 1);
-            if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) msg = lua_tostring(L, -1);
-        }
-        if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
+    return lua_host_traceback(L);
 }
 
 /* Stack in: run_args. Out: the chunk's results. */
