@@ -59,11 +59,7 @@ int api_string(struct http_req *req, json_t *obj, const char *field, int require
 /* Sets 400 {"code":"invalid_field","details":{"field":field}} with message. */
 void api_bad_field(struct http_req *req, const char *field, const char *message);
 
-/* Checks and normalizes an email (trim, ASCII lower-case) into out; 0 or -1. Non-ASCII letters
- * are lower-cased by PostgreSQL: every query on users.email wraps the value in lower(), the same
- * function the table's CHECK uses, so both agree whatever the collation. */
-int api_email_normalize(const char *in, char *out, size_t outlen);
-/* The same, setting a 400 for field on bad input. */
+/* store_email_normalize, setting a 400 for field on bad input. */
 int api_email(struct http_req *req, const char *field, const char *in, char *out, size_t outlen);
 /* 1 for a canonical lower-case UUID string. */
 int api_is_uuid(const char *s);
@@ -107,7 +103,5 @@ char *api_cursor_encode(struct http_req *req, json_t *position);
  * naming "cursor" when it is not one of ours. The caller json_decref()s *out. */
 int api_cursor_decode(struct http_req *req, json_t **out);
 
-/* 1 when name is a time zone PostgreSQL knows (IANA names from pg_timezone_names, loaded once). */
-int api_timezone_valid(PGconn *conn, const char *name);
 
 #endif

@@ -119,7 +119,7 @@ static void register_job(struct http_req *req) {
     }
     PGconn *db = api_tx(req, NULL, "auth");
     if (!db) return;
-    if (!api_timezone_valid(db, j->timezone)) {
+    if (!store_timezone_valid(db, j->timezone)) {
         api_bad_field(req, "timezone", "timezone must be an IANA time zone name such as Europe/Berlin");
         return;
     }

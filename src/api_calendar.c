@@ -123,7 +123,7 @@ static void localize_walk(struct http_req *req, struct pass *ps, json_t *events,
             }
             continue;
         }
-        if (!tz || !api_timezone_valid(api_ctx(req)->db, tz)) continue; /* stays in UTC */
+        if (!tz || !store_timezone_valid(api_ctx(req)->db, tz)) continue; /* stays in UTC */
         if (!ps->results) json_object_set_new(zones, tz, json_true());
         const char *keys[2] = {"starts_at", "ends_at"};
         for (int k = 0; k < 2; k++) {
@@ -395,7 +395,7 @@ static int globalize_walk(struct http_req *req, struct pass *ps, json_t *events,
     json_array_foreach(events, i, ev) {
         const char *tz = json_string_value(json_object_get(ev, "timezone"));
         PGconn *db = api_ctx(req)->db;
-        if (!ps->results && tz && !api_timezone_valid(db, tz)) {
+        if (!ps->results && tz && !store_timezone_valid(db, tz)) {
             event_error(req, ev, "invalid_field", "timezone", "the time zone is not an IANA name PostgreSQL knows");
             return -1;
         }
@@ -408,7 +408,7 @@ static int globalize_walk(struct http_req *req, struct pass *ps, json_t *events,
             char civil[20], zone[128];
             if (!s || ics_time_split(s, civil, zone, sizeof zone) != ICS_TIME_LOCAL) continue;
             const char *z = zone[0] ? zone : tz ? tz : user_tz;
-            if (!ps->results && !api_timezone_valid(db, z)) {
+            if (!ps->results && !store_timezone_valid(db, z)) {
                 event_error(req, ev, "invalid_field", "timezone", "a TZID is not an IANA name PostgreSQL knows");
                 return -1;
             }

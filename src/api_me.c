@@ -49,7 +49,7 @@ void api_me_patch(struct http_req *req) {
             return;
         }
     }
-    if (tz && !api_timezone_valid(api_ctx(req)->db, tz)) {
+    if (tz && !store_timezone_valid(api_ctx(req)->db, tz)) {
         free(prefs);
         api_bad_field(req, "timezone", "timezone must be an IANA time zone name such as Europe/Berlin");
         return;

@@ -80,7 +80,7 @@ static void ensure_admin(struct app *app) {
     const struct config *cfg = app->cfg;
     if (!cfg->admin_email) return;
     char err[256], hash[AUTH_HASH_MAX], email[256];
-    if (api_email_normalize(cfg->admin_email, email, sizeof email) != 0) {
+    if (store_email_normalize(cfg->admin_email, email, sizeof email) != 0) {
         log_error("admin account: ORRERY_ADMIN_EMAIL is not a valid address");
         return;
     }

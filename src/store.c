@@ -1,6 +1,8 @@
 /* store — see store.h: the helpers every store_<area>.c shares. */
 #include "store.h"
 
+#include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,4 +103,57 @@ int store_is_uuid(const char *s) {
         }
     }
     return 1;
+}
+
+/* ---- Emails and time zones ---- */
+
+int store_email_normalize(const char *in, char *out, size_t outlen) {
+    while (*in && isspace((unsigned char)*in)) in++;
+    size_t n = strlen(in);
+    while (n > 0 && isspace((unsigned char)in[n - 1])) n--;
+    const char *at = NULL;
+    int ok = n >= 3 && n <= 254 && n < outlen;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '"' || ch == ',' || ch == '<' || ch == '>') ok = 0;
+        if (ch == '@') {
+            if (at) ok = 0;
+            at = in + i;
+        }
+        out[i] = (char)tolower(ch);
+    }
+    if (ok) ok = at && at > in && at < in + n - 1 && memchr(at, '.', (size_t)(in + n - at)) && in[n - 1] != '.';
+    if (!ok) return -1;
+    out[n] = '\0';
+    return 0;
+}
+
+static pthread_mutex_t tz_mu = PTHREAD_MUTEX_INITIALIZER;
+static char **tz_names; /* sorted; loaded once, kept for the process's life */
+static size_t tz_count;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int store_timezone_valid(PGconn *conn, const char *name) {
+    pthread_mutex_lock(&tz_mu);
+    if (!tz_names) {
+        /* pg_timezone_names reads the zone files on every query: read it once. */
+        PGresult *r = db_exec(conn, "SELECT name FROM pg_timezone_names", 0, NULL);
+        int n = db_ok(r) ? PQntuples(r) : 0;
+        char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
+        size_t count = 0;
+        for (int i = 0; names && i < n; i++) {
+            names[count] = strdup(PQgetvalue(r, i, 0));
+            if (names[count]) count++;
+        }
+        PQclear(r);
+        if (names) {
+            qsort(names, count, sizeof *names, cmp_str);
+            tz_names = names;
+            tz_count = count;
+        }
+    }
+    int found = tz_names && bsearch(&name, tz_names, tz_count, sizeof *tz_names, cmp_str) != NULL;
+    pthread_mutex_unlock(&tz_mu);
+    return found;
 }

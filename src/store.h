@@ -51,6 +51,15 @@ PGresult *store_exec(const struct store_ctx *ctx, struct store_err *err, const c
 int store_activity(const struct store_ctx *ctx, struct store_err *err, const char *action, const char *object_type,
                    const char *object_id, json_t *diff);
 
+/* Checks and normalizes an email (trim, ASCII lower-case) into out; 0 or -1. Non-ASCII letters
+ * are lower-cased by PostgreSQL: every query on users.email wraps the value in lower(), the same
+ * function the table's CHECK uses, so both agree whatever the collation. */
+int store_email_normalize(const char *in, char *out, size_t outlen);
+
+/* 1 when name is a time zone PostgreSQL knows (IANA names from pg_timezone_names, read once per
+ * process on conn). */
+int store_timezone_valid(PGconn *conn, const char *name);
+
 /* 1 for a canonical lower-case UUID string (ids from URLs are checked before any query). */
 int store_is_uuid(const char *s);
 

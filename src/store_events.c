@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "store.h"
 #include "rrule.h"
 #include "store_occurrences.h"
 
@@ -160,7 +160,7 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
                                               : "ends_at must be an RFC 3339 time with offset");
 
     if (get_string(in, "timezone", 0, 1, 64, &v->timezone, err)) return -1;
-    if (v->timezone && !api_timezone_valid(ctx->db, v->timezone))
+    if (v->timezone && !store_timezone_valid(ctx->db, v->timezone))
         return bad(err, "timezone", "timezone must be an IANA time zone name such as Europe/Berlin");
 
     if (get_string(in, "recurrence", 0, 1, RECURRENCE_MAX, &v->recurrence, err)) return -1;
@@ -197,7 +197,7 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
         json_t *x = json_array_get(att, i);
         char email[256];
         if (!json_is_string(x) || strlen(json_string_value(x)) != json_string_length(x) ||
-            api_email_normalize(json_string_value(x), email, sizeof email)) {
+            store_email_normalize(json_string_value(x), email, sizeof email)) {
             json_decref(att);
             return bad(err, "attendees", "attendees must be email addresses such as ana@example.com");
         }
