@@ -14,6 +14,9 @@
 #include <time.h>
 
 #include "log.h"
+#include "lua_core.h"
+
+#include <lauxlib.h>
 
 struct db_slot {
     PGconn *conn;  /* NULL until connected, or after a broken connection was dropped (owned) */
@@ -328,4 +331,53 @@ void db_pool_stats(struct db_pool *pool, struct db_stats *out) {
     out->timeouts = pool->timeouts;
     out->failures = pool->failures;
     pthread_mutex_unlock(&pool->mu);
+}
+
+/* ---- orrery.core binding: what a pooled session looks like, for specs ---- */
+
+/* core.db_session(url, timeout_ms [, sql]) -> {statement_timeout=..., idle_in_transaction_session_timeout=...,
+ * application_name=..., sqlstate=<of sql, "" when it succeeded>} | nil, err. Opens a one-connection
+ * pool exactly as the server does, so specs see the session settings it gets. */
+static int l_db_session(lua_State *L) {
+    const char *url = luaL_checkstring(L, 1);
+    int timeout = (int)luaL_checkinteger(L, 2);
+    const char *sql = luaL_optstring(L, 3, NULL);
+    struct db_pool *pool = db_pool_new(url, 1, timeout);
+    char err[256];
+    PGconn *conn = pool ? db_acquire(pool, err, sizeof err) : NULL;
+    if (!conn) {
+        db_pool_free(pool);
+        lua_pushnil(L);
+        lua_pushstring(L, pool ? err : "bad arguments");
+        return 2;
+    }
+    PGresult *r = db_exec(conn,
+                          "SELECT current_setting('statement_timeout'), "
+                          "current_setting('idle_in_transaction_session_timeout'), current_setting('application_name')",
+                          0, NULL);
+    lua_createtable(L, 0, 4);
+    if (db_ok(r)) {
+        lua_pushstring(L, PQgetvalue(r, 0, 0));
+        lua_setfield(L, -2, "statement_timeout");
+        lua_pushstring(L, PQgetvalue(r, 0, 1));
+        lua_setfield(L, -2, "idle_in_transaction_session_timeout");
+        lua_pushstring(L, PQgetvalue(r, 0, 2));
+        lua_setfield(L, -2, "application_name");
+    }
+    PQclear(r);
+    if (sql) {
+        r = db_exec(conn, sql, 0, NULL);
+        const char *st = db_ok(r) ? "" : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        lua_pushstring(L, st ? st : "?");
+        lua_setfield(L, -2, "sqlstate");
+        PQclear(r);
+    }
+    db_release(pool, conn);
+    db_pool_free(pool);
+    return 1;
+}
+
+void db_lua_register(lua_State *L) {
+    lua_pushcfunction(L, l_db_session);
+    lua_setfield(L, -2, "db_session");
 }

@@ -16,6 +16,7 @@ int luaopen_orrery_core(lua_State *L) {
     migrate_lua_register(L);
     lua_api_lua_register(L);
     auth_lua_register(L);
+    db_lua_register(L);
     ics_lua_register(L);
     rrule_lua_register(L);
     bus_lua_register(L);

@@ -11,6 +11,7 @@ void router_lua_register(lua_State *L);
 void migrate_lua_register(lua_State *L);
 void lua_api_lua_register(lua_State *L);
 void auth_lua_register(lua_State *L);
+void db_lua_register(lua_State *L);
 void ics_lua_register(lua_State *L);
 void rrule_lua_register(lua_State *L);
 void bus_lua_register(lua_State *L);
