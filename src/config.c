@@ -150,7 +150,7 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     v = 10;        if (get_int(get, ud, "ORRERY_SHUTDOWN_TIMEOUT", 0, 3600, &v, err, errlen)) goto fail;
     cfg->shutdown_timeout_s = (int)v;
 
-    if (get_str(get, ud, "DATABASE_URL", "postgresql://orrery@127.0.0.1:54329/orrery", &cfg->database_url) ||
+    if (get_str(get, ud, "DATABASE_URL", "postgresql://orrery_app@127.0.0.1:54329/orrery", &cfg->database_url) ||
         get_str(get, ud, "ORRERY_MIGRATION_DATABASE_URL", cfg->database_url, &cfg->migration_database_url) ||
         get_str(get, ud, "ORRERY_JWT_SECRET", NULL, &cfg->jwt_secret) ||
         get_str(get, ud, "ORRERY_ADMIN_EMAIL", NULL, &cfg->admin_email) ||
