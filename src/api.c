@@ -214,13 +214,6 @@ int api_only_keys(struct http_req *req, json_t *obj, const char *const *allowed)
     return 0;
 }
 
-static size_t utf8_chars(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80) n++;
-    return n;
-}
-
 int api_string(struct http_req *req, json_t *obj, const char *field, int required, size_t min, size_t max,
                const char **out) {
     json_t *v = json_object_get(obj, field);
@@ -243,7 +236,7 @@ int api_string(struct http_req *req, json_t *obj, const char *field, int require
         api_bad_field(req, field, msg);
         return -1;
     }
-    size_t n = utf8_chars(s);
+    size_t n = store_utf8_chars(s);
     if (n < min || n > max) {
         snprintf(msg, sizeof msg, "%s must be %zu to %zu characters long", field, min, max);
         api_bad_field(req, field, msg);

@@ -29,6 +29,17 @@ int store_match_ok(const struct store_match *m, long long version) {
     return 0;
 }
 
+int store_bad_field(struct store_err *err, const char *field, const char *message) {
+    return store_fail(err, 400, "invalid_field", field, "%s", message);
+}
+
+size_t store_utf8_chars(const char *s) {
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) n++;
+    return n;
+}
+
 PGresult *store_exec(const struct store_ctx *ctx, struct store_err *err, const char *sql, int n,
                      const char *const *params) {
     PGresult *r = db_exec(ctx->db, sql, n, params);

@@ -40,6 +40,11 @@ int store_match_ok(const struct store_match *m, long long version);
 int store_fail(struct store_err *err, int status, const char *code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* store_fail for a 400 invalid_field naming field, with message as it is. */
+int store_bad_field(struct store_err *err, const char *field, const char *message);
+/* Characters (code points) of a UTF-8 string: the unit of every length limit. */
+size_t store_utf8_chars(const char *s);
+
 /* Runs a parameterized statement on ctx->db. On failure fills err (503 when the connection is
  * gone, 500 otherwise, with the detail only in the log) and returns NULL; else the result
  * (caller PQclear()s). */

@@ -33,16 +33,6 @@ static const char *const EVENT_FIELDS[] = {"title",     "description", "location
 
 /* ---- Small helpers ---- */
 
-static size_t utf8_chars(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80) n++;
-    return n;
-}
-
-static int bad(struct store_err *err, const char *field, const char *message) {
-    return store_fail(err, 400, "invalid_field", field, "%s", message);
-}
 /* A string member: absent or null → *out = NULL (an error when required). */
 static int get_string(json_t *obj, const char *field, int required, size_t min, size_t max, const char **out,
                       struct store_err *err) {
@@ -52,21 +42,21 @@ static int get_string(json_t *obj, const char *field, int required, size_t min, 
     if (!v || json_is_null(v)) {
         if (!required) return 0;
         snprintf(msg, sizeof msg, "%s is required", field);
-        return bad(err, field, msg);
+        return store_bad_field(err, field, msg);
     }
     if (!json_is_string(v)) {
         snprintf(msg, sizeof msg, "%s must be a string", field);
-        return bad(err, field, msg);
+        return store_bad_field(err, field, msg);
     }
     const char *s = json_string_value(v);
     if (strlen(s) != json_string_length(v)) {
         snprintf(msg, sizeof msg, "%s must not contain NUL characters", field);
-        return bad(err, field, msg);
+        return store_bad_field(err, field, msg);
     }
-    size_t n = utf8_chars(s);
+    size_t n = store_utf8_chars(s);
     if (n < min || n > max) {
         snprintf(msg, sizeof msg, "%s must be %zu to %zu characters long", field, min, max);
-        return bad(err, field, msg);
+        return store_bad_field(err, field, msg);
     }
     *out = s;
     return 0;
@@ -99,12 +89,12 @@ static json_t *get_array(json_t *obj, const char *field, size_t max, struct stor
     if (!v || json_is_null(v)) return json_array();
     if (!json_is_array(v)) {
         snprintf(msg, sizeof msg, "%s must be an array", field);
-        bad(err, field, msg);
+        store_bad_field(err, field, msg);
         return NULL;
     }
     if (json_array_size(v) > max) {
         snprintf(msg, sizeof msg, "%s may hold at most %zu items", field, max);
-        bad(err, field, msg);
+        store_bad_field(err, field, msg);
         return NULL;
     }
     return json_incref(v);
@@ -121,7 +111,7 @@ static int until_is_utc(const char *rule) {
 
 static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, struct ev_in *v, struct store_err *err) {
     memset(v, 0, sizeof *v);
-    if (!json_is_object(in)) return bad(err, "body", "the body must be a JSON object");
+    if (!json_is_object(in)) return store_bad_field(err, "body", "the body must be a JSON object");
     const char *k;
     json_t *val;
     json_object_foreach(in, k, val) {
@@ -130,7 +120,7 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
         if (!ok) {
             char msg[128];
             snprintf(msg, sizeof msg, "unknown field '%.60s'", k);
-            return bad(err, k, msg);
+            return store_bad_field(err, k, msg);
         }
     }
     if (get_string(in, "title", 1, 1, TITLE_MAX, &v->title, err) ||
@@ -138,40 +128,40 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
         get_string(in, "location", 0, 0, LOCATION_MAX, &v->location, err))
         return -1;
     json_t *ad = json_object_get(in, "all_day");
-    if (ad && !json_is_null(ad) && !json_is_boolean(ad)) return bad(err, "all_day", "all_day must be true or false");
+    if (ad && !json_is_null(ad) && !json_is_boolean(ad)) return store_bad_field(err, "all_day", "all_day must be true or false");
     json_t *cc = json_object_get(in, "check_conflicts");
     if (cc && !json_is_null(cc) && !json_is_boolean(cc))
-        return bad(err, "check_conflicts", "check_conflicts must be true or false");
+        return store_bad_field(err, "check_conflicts", "check_conflicts must be true or false");
     v->check_conflicts = cc && json_is_true(cc);
 
     int sdate = 0, edate = 0;
     if (get_string(in, "starts_at", 1, 1, 64, &v->starts, err)) return -1;
     if (!occ_time_ok(v->starts, &sdate))
-        return bad(err, "starts_at", "starts_at must be an RFC 3339 time with offset (2026-03-01T09:00:00+01:00) "
+        return store_bad_field(err, "starts_at", "starts_at must be an RFC 3339 time with offset (2026-03-01T09:00:00+01:00) "
                                      "or, for all-day events, a date (2026-03-01)");
     v->all_day = ad && json_is_boolean(ad) ? json_is_true(ad) : sdate;
     if (v->all_day != sdate)
-        return bad(err, "starts_at",
+        return store_bad_field(err, "starts_at",
                    v->all_day ? "all-day events start on a date such as 2026-03-01"
                               : "timed events start at an RFC 3339 time such as 2026-03-01T09:00:00Z");
     if (get_string(in, "ends_at", 0, 1, 64, &v->ends, err)) return -1;
     if (v->ends && (!occ_time_ok(v->ends, &edate) || edate != v->all_day))
-        return bad(err, "ends_at", v->all_day ? "ends_at of an all-day event must be a date (exclusive)"
+        return store_bad_field(err, "ends_at", v->all_day ? "ends_at of an all-day event must be a date (exclusive)"
                                               : "ends_at must be an RFC 3339 time with offset");
 
     if (get_string(in, "timezone", 0, 1, 64, &v->timezone, err)) return -1;
     if (v->timezone && !store_timezone_valid(ctx->db, v->timezone))
-        return bad(err, "timezone", "timezone must be an IANA time zone name such as Europe/Berlin");
+        return store_bad_field(err, "timezone", "timezone must be an IANA time zone name such as Europe/Berlin");
 
     if (get_string(in, "recurrence", 0, 1, RECURRENCE_MAX, &v->recurrence, err)) return -1;
     if (v->recurrence) {
         char why[160], msg[200];
         if (rrule_parse(v->recurrence, &v->rule, why, sizeof why)) {
             snprintf(msg, sizeof msg, "recurrence is not a supported RRULE: %s", why);
-            return bad(err, "recurrence", msg);
+            return store_bad_field(err, "recurrence", msg);
         }
         if (v->rule.has_until && (v->rule.until.y < YEAR_FIRST || v->rule.until.y > YEAR_LAST))
-            return bad(err, "recurrence", "recurrence: UNTIL must lie between the years 1000 and 9000");
+            return store_bad_field(err, "recurrence", "recurrence: UNTIL must lie between the years 1000 and 9000");
         v->has_rule = 1;
         v->until_utc = v->rule.has_until && until_is_utc(v->recurrence);
     }
@@ -181,14 +171,14 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
         json_t *x = json_array_get(v->exdates, i);
         int xd = 0;
         if (!json_is_string(x) || !occ_time_ok(json_string_value(x), &xd) || xd != v->all_day)
-            return bad(err, "exdates", v->all_day ? "exdates of an all-day event must be dates"
+            return store_bad_field(err, "exdates", v->all_day ? "exdates of an all-day event must be dates"
                                                   : "exdates must be RFC 3339 times, like starts_at");
     }
     if (!(v->reminders = get_array(in, "reminders", REMINDERS_MAX, err))) return -1;
     for (size_t i = 0; i < json_array_size(v->reminders); i++) {
         json_t *x = json_array_get(v->reminders, i);
         if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > REMINDER_MINUTES_MAX)
-            return bad(err, "reminders", "reminders must be whole numbers of minutes from 0 to 40320");
+            return store_bad_field(err, "reminders", "reminders must be whole numbers of minutes from 0 to 40320");
     }
     json_t *att = get_array(in, "attendees", ATTENDEES_MAX, err);
     if (!att) return -1;
@@ -199,7 +189,7 @@ static int validate(const struct store_ctx *ctx, json_t *in, int allow_check, st
         if (!json_is_string(x) || strlen(json_string_value(x)) != json_string_length(x) ||
             store_email_normalize(json_string_value(x), email, sizeof email)) {
             json_decref(att);
-            return bad(err, "attendees", "attendees must be email addresses such as ana@example.com");
+            return store_bad_field(err, "attendees", "attendees must be email addresses such as ana@example.com");
         }
         int dup = 0;
         for (size_t j = 0; j < json_array_size(v->attendees) && !dup; j++)
@@ -250,29 +240,29 @@ static PGresult *write_event(const struct store_ctx *ctx, const char *id, struct
     long long dur = to_ll(PQgetvalue(r, 0, 2));
     struct civil start;
     if (civil_parse(ls, &start) || start.y < YEAR_FIRST || start.y > YEAR_LAST) {
-        bad(err, "starts_at", "starts_at is out of range");
+        store_bad_field(err, "starts_at", "starts_at is out of range");
         goto done;
     }
     if (dur <= 0) {
-        bad(err, "ends_at", "ends_at must be after starts_at");
+        store_bad_field(err, "ends_at", "ends_at must be after starts_at");
         goto done;
     }
     if (dur > DURATION_MAX) {
-        bad(err, "ends_at", "an event may last at most 366 days");
+        store_bad_field(err, "ends_at", "an event may last at most 366 days");
         goto done;
     }
     char canon[600], last_s[20] = "";
     if (v->has_rule) {
         if (v->until_utc && civil_parse(PQgetvalue(r, 0, 4), &v->rule.until)) {
-            bad(err, "recurrence", "recurrence: UNTIL is out of range");
+            store_bad_field(err, "recurrence", "recurrence: UNTIL is out of range");
             goto done;
         }
         if (v->rule.has_until && civil_cmp(v->rule.until, start) < 0) {
-            bad(err, "recurrence", "recurrence: UNTIL is before starts_at");
+            store_bad_field(err, "recurrence", "recurrence: UNTIL is before starts_at");
             goto done;
         }
         if (rrule_format(&v->rule, canon, sizeof canon)) {
-            bad(err, "recurrence", "recurrence is too long");
+            store_bad_field(err, "recurrence", "recurrence is too long");
             goto done;
         }
         /* The last start bounds the series for the window query (NULL: it never ends). */
@@ -476,7 +466,7 @@ json_t *store_event_update(const struct store_ctx *ctx, const char *id, json_t *
     PGresult *r = NULL;
     long long duration = 0;
     if (!json_is_object(patch)) {
-        bad(err, "body", "the body must be a JSON object");
+        store_bad_field(err, "body", "the body must be a JSON object");
         return NULL;
     }
     const char *k;
@@ -487,12 +477,12 @@ json_t *store_event_update(const struct store_ctx *ctx, const char *id, json_t *
         if (!ok) {
             char msg[128];
             snprintf(msg, sizeof msg, "unknown field '%.60s'", k);
-            bad(err, k, msg);
+            store_bad_field(err, k, msg);
             return NULL;
         }
     }
     if (json_object_size(patch) == 0) {
-        bad(err, "body", "nothing to change: send at least one field");
+        store_bad_field(err, "body", "nothing to change: send at least one field");
         return NULL;
     }
     if (!(old = lock_event(ctx, id, match, &duration, err))) return NULL;

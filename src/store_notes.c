@@ -22,13 +22,6 @@
 
 /* ---- Small helpers ---- */
 
-static size_t utf8_chars(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80) n++;
-    return n;
-}
-
 
 static json_t *not_found(struct store_err *err) {
     store_fail(err, 404, "not_found", NULL, "no such note");
@@ -86,7 +79,7 @@ static int text_field(json_t *in, const char *field, size_t max_chars, size_t ma
     if (strlen(s) != len) return store_fail(err, 400, "invalid_field", field, "%s must not contain NUL characters", field);
     if (max_bytes && len > max_bytes)
         return store_fail(err, 400, "invalid_field", field, "%s must be at most %zu bytes of UTF-8", field, max_bytes);
-    if (utf8_chars(s) > max_chars)
+    if (store_utf8_chars(s) > max_chars)
         return store_fail(err, 400, "invalid_field", field, "%s must be at most %zu characters long", field, max_chars);
     *out = s;
     return 0;
@@ -109,7 +102,7 @@ static int tags_field(const struct store_ctx *ctx, json_t *in, json_t **out, str
     json_array_foreach(v, i, t) {
         if (!json_is_string(t)) return tag_fail(err);
         const char *s = json_string_value(t);
-        size_t n = utf8_chars(s);
+        size_t n = store_utf8_chars(s);
         if (strlen(s) != json_string_length(t) || n < 1 || n > STORE_NOTE_TAG_MAX) return tag_fail(err);
     }
     json_t *tags = json_array();
@@ -136,7 +129,7 @@ static int tags_field(const struct store_ctx *ctx, json_t *in, json_t **out, str
     }
     for (int row = 0; row < PQntuples(r); row++) {
         const char *s = PQgetvalue(r, row, 0);
-        size_t n = utf8_chars(s);
+        size_t n = store_utf8_chars(s);
         if (n < 1 || n > STORE_NOTE_TAG_MAX) { /* lower-casing can change the length */
             PQclear(r);
             json_decref(tags);

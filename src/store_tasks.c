@@ -56,13 +56,6 @@ static const char *const FIELDS[] = {"title", "notes", "status", "priority", "du
 
 /* ---- Small helpers ---- */
 
-static size_t utf8_chars(const char *s) {
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80) n++;
-    return n;
-}
-
 static int blank(const char *s) {
     for (; *s; s++)
         if (!strchr(" \t\r\n\v\f", *s)) return 0;
@@ -188,10 +181,6 @@ struct task_input {
     char *labels;                   /* JSON array text, owned */
 };
 
-static int bad(struct store_err *err, const char *field, const char *message) {
-    return store_fail(err, 400, "invalid_field", field, "%s", message);
-}
-
 /* A string of min..max characters without NUL; null only when nullable (then *out = NULL). */
 static int text_field(json_t *v, const char *field, size_t min, size_t max, int nullable, const char **out,
                       struct store_err *err) {
@@ -201,7 +190,7 @@ static int text_field(json_t *v, const char *field, size_t min, size_t max, int 
     const char *s = json_string_value(v);
     if (strlen(s) != json_string_length(v))
         return store_fail(err, 400, "invalid_field", field, "%s must not contain NUL characters", field);
-    size_t n = utf8_chars(s);
+    size_t n = store_utf8_chars(s);
     if (n < min || n > max)
         return store_fail(err, 400, "invalid_field", field, "%s must be %zu to %zu characters long", field, min, max);
     *out = s;
@@ -217,7 +206,7 @@ static int parse_priority(json_t *v, char out[2], struct store_err *err) {
         if ((s[0] == 'p' || s[0] == 'P') && s[1] >= '1' && s[1] <= '4' && !s[2] && json_string_length(v) == 2)
             p = s[1] - '0';
     }
-    if (p < 1 || p > 4) return bad(err, "priority", "priority must be 1 (highest) to 4, or \"p1\" to \"p4\"");
+    if (p < 1 || p > 4) return store_bad_field(err, "priority", "priority must be 1 (highest) to 4, or \"p1\" to \"p4\"");
     out[0] = (char)('0' + p);
     out[1] = '\0';
     return 0;
@@ -226,16 +215,16 @@ static int parse_priority(json_t *v, char out[2], struct store_err *err) {
 static int parse_labels(json_t *v, char **out, struct store_err *err) {
     *out = NULL;
     if (json_is_null(v)) v = NULL;
-    else if (!json_is_array(v)) return bad(err, "labels", "labels must be an array of strings");
-    if (json_array_size(v) > LABELS_MAX) return bad(err, "labels", "labels must hold at most 20 labels");
+    else if (!json_is_array(v)) return store_bad_field(err, "labels", "labels must be an array of strings");
+    if (json_array_size(v) > LABELS_MAX) return store_bad_field(err, "labels", "labels must hold at most 20 labels");
     size_t i;
     json_t *l;
     json_array_foreach(v, i, l) {
         const char *s;
         if (text_field(l, "labels", 1, LABEL_MAX, 0, &s, err))
-            return bad(err, "labels", "each label must be a string of 1 to 50 characters");
+            return store_bad_field(err, "labels", "each label must be a string of 1 to 50 characters");
         if (has_control(s) || blank(s))
-            return bad(err, "labels", "labels must not be blank or hold control characters");
+            return store_bad_field(err, "labels", "labels must not be blank or hold control characters");
     }
     *out = v ? json_dumps(v, JSON_COMPACT) : strdup("[]");
     if (!*out) return store_fail(err, 500, "internal", NULL, "internal error");
@@ -247,7 +236,7 @@ static void input_free(struct task_input *t) { free(t->labels); }
 /* Checks body against the rules of every field (creating: title required). Unknown keys are refused. */
 static int parse_input(json_t *in, int creating, struct task_input *t, struct store_err *err) {
     memset(t, 0, sizeof *t);
-    if (!json_is_object(in)) return bad(err, "body", "the body must be a JSON object");
+    if (!json_is_object(in)) return store_bad_field(err, "body", "the body must be a JSON object");
     const char *k;
     json_t *v;
     json_object_foreach(in, k, v) {
@@ -259,9 +248,9 @@ static int parse_input(json_t *in, int creating, struct task_input *t, struct st
     if ((v = json_object_get(in, "title"))) {
         t->has_title = 1;
         if (text_field(v, "title", 1, TITLE_MAX, 0, &t->title, err)) return -1;
-        if (blank(t->title)) return bad(err, "title", "title must not be blank");
+        if (blank(t->title)) return store_bad_field(err, "title", "title must not be blank");
     } else if (creating) {
-        return bad(err, "title", "title is required");
+        return store_bad_field(err, "title", "title is required");
     }
     if ((v = json_object_get(in, "notes"))) {
         t->has_notes = 1;
@@ -272,7 +261,7 @@ static int parse_input(json_t *in, int creating, struct task_input *t, struct st
         t->has_status = 1;
         const char *s = json_is_string(v) ? json_string_value(v) : "";
         if (strcmp(s, "open") && strcmp(s, "in_progress") && strcmp(s, "done") && strcmp(s, "cancelled"))
-            return bad(err, "status", "status must be open, in_progress, done or cancelled");
+            return store_bad_field(err, "status", "status must be open, in_progress, done or cancelled");
         t->status = s;
     }
     if ((v = json_object_get(in, "priority"))) {
@@ -284,7 +273,7 @@ static int parse_input(json_t *in, int creating, struct task_input *t, struct st
         int is_date;
         t->has_due = 1;
         if (text_field(v, "due_at", 1, 64, 1, &s, err) || (s && !time_ok(s, &is_date)))
-            return bad(err, "due_at", "due_at must be an RFC 3339 time with offset (2026-03-01T09:30:00+01:00) "
+            return store_bad_field(err, "due_at", "due_at must be an RFC 3339 time with offset (2026-03-01T09:30:00+01:00) "
                                       "or a date (2026-03-01)");
         if (s && is_date) t->due_date = s;
         else t->due_ts = s;
@@ -306,7 +295,7 @@ static int parse_input(json_t *in, int creating, struct task_input *t, struct st
         t->has_parent = 1;
         if (!json_is_null(v)) {
             if (!json_is_string(v) || !uuid_norm(json_string_value(v), t->parent))
-                return bad(err, "parent_id", "parent_id must be the id of one of your tasks, or null");
+                return store_bad_field(err, "parent_id", "parent_id must be the id of one of your tasks, or null");
             t->parent_id = t->parent;
         }
     }
@@ -326,7 +315,7 @@ json_t *store_task_create(const struct store_ctx *ctx, json_t *in, struct store_
         int found = PQntuples(r) == 1;
         PQclear(r);
         if (!found) {
-            bad(err, "parent_id", "parent_id must be the id of one of your tasks");
+            store_bad_field(err, "parent_id", "parent_id must be the id of one of your tasks");
             goto done;
         }
     }
@@ -382,7 +371,7 @@ json_t *store_task_get(const struct store_ctx *ctx, const char *id, struct store
 /* parent must be one of the user's tasks and neither id nor one of its descendants. The caller
  * holds the user's tree lock, so no concurrent change can close a cycle behind this check. */
 static int check_parent(const struct store_ctx *ctx, const char *id, const char *parent, struct store_err *err) {
-    if (!strcmp(id, parent)) return bad(err, "parent_id", "a task cannot be its own parent");
+    if (!strcmp(id, parent)) return store_bad_field(err, "parent_id", "a task cannot be its own parent");
     const char *p[2] = {id, parent};
     PGresult *r = run(ctx, err, NULL,
                       "WITH RECURSIVE anc(id) AS ("
@@ -395,8 +384,8 @@ static int check_parent(const struct store_ctx *ctx, const char *id, const char 
     if (!r) return -1;
     int found = !strcmp(PQgetvalue(r, 0, 0), "t"), cycle = !strcmp(PQgetvalue(r, 0, 1), "t");
     PQclear(r);
-    if (!found) return bad(err, "parent_id", "parent_id must be the id of one of your tasks");
-    if (cycle) return bad(err, "parent_id", "parent_id would make the task its own ancestor");
+    if (!found) return store_bad_field(err, "parent_id", "parent_id must be the id of one of your tasks");
+    if (cycle) return store_bad_field(err, "parent_id", "parent_id would make the task its own ancestor");
     return 0;
 }
 
@@ -471,7 +460,7 @@ json_t *store_task_update(const struct store_ctx *ctx, const char *id, json_t *i
     }
     if (parse_input(in, 0, &t, err)) goto done;
     if (json_object_size(in) == 0) {
-        bad(err, "body", "nothing to change: send at least one field");
+        store_bad_field(err, "body", "nothing to change: send at least one field");
         goto done;
     }
     if (t.parent_id) {
@@ -696,13 +685,13 @@ json_t *store_tasks_list(const struct store_ctx *ctx, json_t *query, struct stor
     if (q && blank(q)) q = NULL; /* nothing to search for: no filter */
     if (status && strcmp(status, "open") && strcmp(status, "in_progress") && strcmp(status, "done") &&
         strcmp(status, "cancelled")) {
-        bad(err, "status", "status must be open, in_progress, done or cancelled");
+        store_bad_field(err, "status", "status must be open, in_progress, done or cancelled");
         return NULL;
     }
     int top_level = parent && !strcmp(parent, "null");
     if (parent && !top_level) {
         if (!uuid_norm(parent, parent_buf)) {
-            bad(err, "parent_id", "parent_id must be a task id, or null for top-level tasks");
+            store_bad_field(err, "parent_id", "parent_id must be a task id, or null for top-level tasks");
             return NULL;
         }
         parent = parent_buf;
@@ -713,7 +702,7 @@ json_t *store_tasks_list(const struct store_ctx *ctx, json_t *query, struct stor
     if (sort) {
         while (s < sizeof SORTS / sizeof SORTS[0] && strcmp(SORTS[s].name, sort)) s++;
         if (s == sizeof SORTS / sizeof SORTS[0]) {
-            bad(err, "sort", "sort must be created_at, due_at or priority");
+            store_bad_field(err, "sort", "sort must be created_at, due_at or priority");
             return NULL;
         }
     }
@@ -721,7 +710,7 @@ json_t *store_tasks_list(const struct store_ctx *ctx, json_t *query, struct stor
     json_t *lv = json_object_get(query, "limit");
     if (lv && !json_is_null(lv)) {
         if (!json_is_integer(lv) || json_integer_value(lv) < 1 || json_integer_value(lv) > LIST_LIMIT_MAX) {
-            bad(err, "limit", "limit must be a whole number from 1 to 200");
+            store_bad_field(err, "limit", "limit must be a whole number from 1 to 200");
             return NULL;
         }
         limit = json_integer_value(lv);
@@ -743,7 +732,7 @@ json_t *store_tasks_list(const struct store_ctx *ctx, json_t *query, struct stor
                                           strlen(json_string_value(ck)) < sizeof key);
         }
         if (!ok) {
-            bad(err, "cursor", "cursor is not valid for this list: pass back the next_cursor of a previous page");
+            store_bad_field(err, "cursor", "cursor is not valid for this list: pass back the next_cursor of a previous page");
             return NULL;
         }
         snprintf(created, sizeof created, "%s", json_string_value(cc));
