@@ -10,7 +10,10 @@
 #include "db.h"
 #include "migrate.h"
 
+struct agents;
 struct http_server;
+struct msglog;
+struct replica;
 struct ratelimit;
 struct workpool;
 
@@ -24,6 +27,10 @@ struct app {
     unsigned char secret[256];      /* the key bytes keys.secret points at */
     struct ratelimit *rate_ip;      /* login/register attempts per client address per minute */
     struct ratelimit *rate_account; /* failed logins per account per 15 minutes */
+    struct agents *agents;          /* the agent runtime (src/agents.h) */
+    struct msglog *msglog;          /* records envelopes in agent_messages (src/msglog.h) */
+    struct replica *replica;        /* LISTEN/NOTIFY fan-out to other replicas (src/replica.h) */
+    char instance[37];              /* this process's id (UUID), for messages and replicas */
     time_t started;
 };
 

@@ -149,6 +149,24 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     cfg->auth_workers = (int)v;
     v = 10;        if (get_int(get, ud, "ORRERY_SHUTDOWN_TIMEOUT", 0, 3600, &v, err, errlen)) goto fail;
     cfg->shutdown_timeout_s = (int)v;
+    v = 0;         if (get_int(get, ud, "ORRERY_AGENT_WORKERS", 0, 256, &v, err, errlen)) goto fail;
+    cfg->agent_workers = (int)v;
+    if (cfg->agent_workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->agent_workers = n > 0 ? (int)(n > 64 ? 64 : n) : 2;
+    }
+    v = 1024;      if (get_int(get, ud, "ORRERY_AGENT_MAILBOX", 1, 10000000, &v, err, errlen)) goto fail;
+    cfg->agent_mailbox = (int)v;
+    v = 64;        if (get_int(get, ud, "ORRERY_AGENT_MEMORY_MB", 1, 65536, &v, err, errlen)) goto fail;
+    cfg->agent_memory_mb = (int)v;
+    v = 100000000; if (get_int(get, ud, "ORRERY_AGENT_INSTRUCTIONS", 1000, 100000000000L, &v, err, errlen)) goto fail;
+    cfg->agent_instructions = v;
+    v = 5000;      if (get_int(get, ud, "ORRERY_AGENT_SLICE_MS", 1, 600000, &v, err, errlen)) goto fail;
+    cfg->agent_slice_ms = (int)v;
+    v = 300;       if (get_int(get, ud, "ORRERY_AGENT_TIMEOUT", 1, 86400, &v, err, errlen)) goto fail;
+    cfg->agent_timeout_s = (int)v;
+    v = cfg->env == ENV_DEVELOPMENT; if (get_int(get, ud, "ORRERY_AGENTS_WATCH", 0, 1, &v, err, errlen)) goto fail;
+    cfg->agents_watch = (int)v;
 
     if (get_str(get, ud, "DATABASE_URL", "postgresql://orrery_app@127.0.0.1:54329/orrery", &cfg->database_url) ||
         get_str(get, ud, "ORRERY_MIGRATION_DATABASE_URL", cfg->database_url, &cfg->migration_database_url) ||
@@ -230,6 +248,13 @@ static int l_config_check(lua_State *L) {
     lua_pushinteger(L, cfg.max_connections_per_ip); lua_setfield(L, -2, "max_connections_per_ip");
     lua_pushinteger(L, cfg.conn_timeout_s); lua_setfield(L, -2, "connection_timeout");
     lua_pushinteger(L, cfg.shutdown_timeout_s); lua_setfield(L, -2, "shutdown_timeout");
+    lua_pushinteger(L, cfg.agent_workers); lua_setfield(L, -2, "agent_workers");
+    lua_pushinteger(L, cfg.agent_mailbox); lua_setfield(L, -2, "agent_mailbox");
+    lua_pushinteger(L, cfg.agent_memory_mb); lua_setfield(L, -2, "agent_memory_mb");
+    lua_pushinteger(L, (lua_Integer)cfg.agent_instructions); lua_setfield(L, -2, "agent_instructions");
+    lua_pushinteger(L, cfg.agent_slice_ms); lua_setfield(L, -2, "agent_slice_ms");
+    lua_pushinteger(L, cfg.agent_timeout_s); lua_setfield(L, -2, "agent_timeout");
+    lua_pushinteger(L, cfg.agents_watch); lua_setfield(L, -2, "agents_watch");
     lua_pushstring(L, cfg.migrations_dir); lua_setfield(L, -2, "migrations_dir");
     lua_pushstring(L, cfg.llm_base_url); lua_setfield(L, -2, "llm_base_url");
     lua_pushboolean(L, cfg.llm_api_key != NULL); lua_setfield(L, -2, "llm_api_key_set");

@@ -39,6 +39,14 @@ struct config {
     int max_connections_per_ip;/* ORRERY_MAX_CONNECTIONS_PER_IP */
     int conn_timeout_s;        /* ORRERY_CONNECTION_TIMEOUT: idle / slow client seconds */
     int shutdown_timeout_s;    /* ORRERY_SHUTDOWN_TIMEOUT: how long in-flight requests may finish */
+    int agent_workers;         /* ORRERY_AGENT_WORKERS: threads running agents; 0 = number of cores */
+    int agent_mailbox;         /* ORRERY_AGENT_MAILBOX: envelopes an agent's mailbox holds */
+    int agent_memory_mb;       /* ORRERY_AGENT_MEMORY_MB: memory cap of each agent's Lua state */
+    long agent_instructions;   /* ORRERY_AGENT_INSTRUCTIONS: VM instructions per handler run */
+    int agent_slice_ms;        /* ORRERY_AGENT_SLICE_MS: wall clock a handler may run between waits */
+    int agent_timeout_s;       /* ORRERY_AGENT_TIMEOUT: a handler run's whole life, waits included */
+    int agents_watch;          /* ORRERY_AGENTS_WATCH: 1 = reload changed files in agents_dir (default
+                                * on in development) */
 };
 
 /* Looks a variable up; the default is getenv. Specs pass their own to test the parser. */
