@@ -23,12 +23,13 @@ struct agents;
 
 struct agents_config {
     int workers;                  /* worker threads (>= 1) */
-    size_t mailbox;               /* envelopes per mailbox (0 = BUS_DEFAULT_CAPACITY) */
+    size_t mailbox;               /* envelopes per mailbox (0 = 4096) */
     struct sandbox_limits limits; /* per state: memory; per run: instructions (whole run), seconds
                                    * (wall clock between two waits) */
     double run_timeout;           /* a handler run's whole life, waits included (0 = 300 s) */
     int max_runs;                 /* live handler runs per agent; more stay in the mailbox (0 = 10000) */
     double request_timeout;       /* default orrery.bus.request timeout (0 = 30 s) */
+    const char *lib_dir;          /* where require() finds Lua modules (NULL = "lib"); copied */
 };
 
 /* Hooks for what sits above the runtime (all optional; called from runtime threads, must not
@@ -105,8 +106,9 @@ int agents_deliver(struct agents *rt, const struct bus_envelope *env, int remote
  * A host function running in an agent's handler calls agents_wait_begin(L) to get a token, starts
  * its I/O, and returns agents_wait_yield(L). Later, from any thread, exactly one
  * agents_wait_complete(token, push, data, drop) resumes that run: push(L, data) runs on the
- * agent's worker, pushes the results the host function returns, and frees data; if the run is gone
- * (timed out, agent unloaded), drop(data) frees it instead. Tokens are plain values. */
+ * agent's worker (protected: it may raise on memory) and pushes the values the host function
+ * returns; then, and also when the run is gone (timed out, agent unloaded), drop(data) frees data
+ * (drop may be NULL). Tokens are plain values. */
 struct agents_token {
     struct agents *rt;
     void *agent;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agents.h"
 #include "app.h"
 #include "db.h"
 #include "http.h"
@@ -39,6 +40,23 @@ void api_readyz(struct http_req *req) {
     int ready = !strcmp(db_state, "ok") && !strcmp(mig_state, "current");
     if (!ready) log_warn("readyz: not ready (database %s, migrations %s): %s", db_state, mig_state, err);
     json_t *checks = json_pack("{s:s, s:s}", "database", db_state, "migrations", mig_state);
+    /* Degraded agents are reported, not fatal: the rest of the service works without them. */
+    if (app->agents) {
+        json_t *degraded = json_array();
+        json_t *all = agents_status(app->agents);
+        size_t i;
+        json_t *a;
+        json_array_foreach(all, i, a) {
+            if (strcmp(json_string_value(json_object_get(a, "status")), "running") != 0)
+                json_array_append_new(degraded, json_pack("{s:O, s:O, s:O*}", "name", json_object_get(a, "name"),
+                                                          "status", json_object_get(a, "status"), "last_error",
+                                                          json_object_get(a, "last_error")));
+        }
+        json_object_set_new(checks, "agents", json_pack("{s:s, s:I, s:o}", "status",
+                                                        json_array_size(degraded) ? "degraded" : "ok", "loaded",
+                                                        (json_int_t)json_array_size(all), "degraded", degraded));
+        json_decref(all);
+    }
     if (ready) {
         http_json(req, 200, json_pack("{s:s, s:o}", "status", "ready", "checks", checks));
     } else {

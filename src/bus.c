@@ -25,7 +25,7 @@ struct agent {
     struct agent *next; /* hash chain, under bus->lock */
     char name[BUS_NAME_MAX + 1];
     char *description;
-    json_t *caps; /* validated array; never changes after register */
+    json_t *caps; /* validated array; replaced (never changed) by bus_describe, under the write lock */
 
     pthread_mutex_t mu; /* the mailbox: ring, head, count, stats */
     struct bus_envelope **ring;
@@ -309,6 +309,33 @@ int bus_register(struct bus *bus, const char *name, const char *description, con
     pthread_rwlock_unlock(&bus->lock);
     if (rc != BUS_OK) agent_free(a);
     return rc;
+}
+
+int bus_describe(struct bus *bus, const char *name, const char *description, const char *capabilities_json_text,
+                 char *err, size_t errlen) {
+    json_t *caps = caps_parse(capabilities_json_text, err, errlen);
+    if (!caps) return BUS_INVALID;
+    char *desc = strdup(description ? description : "");
+    if (!desc) {
+        json_decref(caps);
+        set_err(err, errlen, "out of memory");
+        return BUS_ERROR;
+    }
+    pthread_rwlock_wrlock(&bus->lock);
+    struct agent *a = find(bus, name);
+    if (a) {
+        char *old_desc = a->description;
+        json_t *old_caps = a->caps;
+        a->description = desc;
+        a->caps = caps;
+        desc = old_desc;
+        caps = old_caps;
+    }
+    pthread_rwlock_unlock(&bus->lock);
+    free(desc);
+    json_decref(caps);
+    if (!a) set_err(err, errlen, "no agent '%s'", name);
+    return a ? BUS_OK : BUS_UNKNOWN;
 }
 
 int bus_unregister(struct bus *bus, const char *name) {

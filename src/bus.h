@@ -93,6 +93,10 @@ void bus_free(struct bus *bus);
  * BUS_OK, BUS_INVALID or BUS_EXISTS (message in err), or BUS_ERROR. */
 int bus_register(struct bus *bus, const char *name, const char *description, const char *capabilities_json_text,
                  char *err, size_t errlen);
+/* Replaces a registered agent's description and capabilities (a new version of its source); its
+ * mailbox and subscriptions stay. BUS_OK, BUS_INVALID, BUS_UNKNOWN or BUS_ERROR. */
+int bus_describe(struct bus *bus, const char *name, const char *description, const char *capabilities_json_text,
+                 char *err, size_t errlen);
 /* Removes the agent, its subscriptions and its queued envelopes. BUS_OK or BUS_UNKNOWN. */
 int bus_unregister(struct bus *bus, const char *name);
 /* A new jansson array of {name, description, capabilities} sorted by name; caller decrefs. */

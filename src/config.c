@@ -92,6 +92,7 @@ void config_free(struct config *cfg) {
     free(cfg->llm_api_key);
     free(cfg->llm_model);
     free(cfg->agents_dir);
+    free(cfg->lib_dir);
     free(cfg->ui_dir);
     free(cfg->migrations_dir);
     memset(cfg, 0, sizeof *cfg);
@@ -155,7 +156,7 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->agent_workers = n > 0 ? (int)(n > 64 ? 64 : n) : 2;
     }
-    v = 1024;      if (get_int(get, ud, "ORRERY_AGENT_MAILBOX", 1, 10000000, &v, err, errlen)) goto fail;
+    v = 4096;      if (get_int(get, ud, "ORRERY_AGENT_MAILBOX", 1, 10000000, &v, err, errlen)) goto fail;
     cfg->agent_mailbox = (int)v;
     v = 64;        if (get_int(get, ud, "ORRERY_AGENT_MEMORY_MB", 1, 65536, &v, err, errlen)) goto fail;
     cfg->agent_memory_mb = (int)v;
@@ -177,6 +178,7 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
         get_str(get, ud, "ORRERY_LLM_API_KEY", get("OPENAI_API_KEY", ud), &cfg->llm_api_key) ||
         get_str(get, ud, "ORRERY_LLM_MODEL", "gpt-4o-mini", &cfg->llm_model) ||
         get_str(get, ud, "ORRERY_AGENTS_DIR", "agents", &cfg->agents_dir) ||
+        get_str(get, ud, "ORRERY_LIB_DIR", "lib", &cfg->lib_dir) ||
         get_str(get, ud, "ORRERY_UI_DIR", NULL, &cfg->ui_dir) ||
         get_str(get, ud, "ORRERY_MIGRATIONS_DIR", "migrations", &cfg->migrations_dir)) {
         fail(err, errlen, "out of memory");

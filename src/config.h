@@ -30,6 +30,7 @@ struct config {
     char *llm_api_key;         /* ORRERY_LLM_API_KEY or OPENAI_API_KEY (owned, may be NULL) */
     char *llm_model;           /* ORRERY_LLM_MODEL (owned) */
     char *agents_dir;          /* ORRERY_AGENTS_DIR (owned) */
+    char *lib_dir;             /* ORRERY_LIB_DIR (owned): Lua modules agents can require() */
     char *ui_dir;              /* ORRERY_UI_DIR (owned, may be NULL) */
     char *migrations_dir;      /* ORRERY_MIGRATIONS_DIR (owned) */
     int workers;               /* ORRERY_WORKERS: HTTP thread pool; 0 = number of cores */

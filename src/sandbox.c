@@ -181,6 +181,7 @@ const char *sandbox_status_code(int status) {
     case SANDBOX_INSTRUCTIONS: return "script.instruction_limit";
     case SANDBOX_TIMEOUT: return "script.timeout";
     case SANDBOX_MEMORY: return "script.memory_limit";
+    case SANDBOX_YIELD: return "yield";
     default: return "script.error";
     }
 }
@@ -285,6 +286,159 @@ int sandbox_run(struct sandbox *sb, const char *chunkname, const char *source, s
     if (status != SANDBOX_OK) lua_settop(L, base);
     if (status == SANDBOX_MEMORY) lua_gc(L, LUA_GCCOLLECT); /* no finalizers can run script code */
     end_run(sb);
+    return status;
+}
+
+/* ---- Globals and host coroutines ---- */
+
+struct add_args {
+    const char *name;
+    void (*build)(lua_State *L, void *ud);
+    void *ud;
+};
+
+static int add_protected(lua_State *L) {
+    struct add_args *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_pushcfunction(L, sandbox_lib_add_global);
+    lua_pushstring(L, a->name);
+    a->build(L, a->ud);
+    lua_call(L, 2, 0);
+    return 0;
+}
+
+/* Runs fn(arg) protected on the main thread, outside any run; 0 or -1 with the message in err. */
+static int call_protected(struct sandbox *sb, lua_CFunction fn, void *arg, const char *what, char *err,
+                          size_t errlen) {
+    lua_State *L = sb->L;
+    int base = lua_gettop(L);
+    int st = LUA_ERRMEM;
+    if (lua_checkstack(L, 2)) {
+        lua_pushcfunction(L, fn);
+        lua_pushlightuserdata(L, arg);
+        st = lua_pcall(L, 1, 0, 0);
+    }
+    if (st != LUA_OK) {
+        const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "not enough memory";
+        snprintf(err, errlen, "%s: %s", what, msg);
+    }
+    lua_settop(L, base);
+    return st == LUA_OK ? 0 : -1;
+}
+
+int sandbox_add_global(struct sandbox *sb, const char *name, void (*build)(lua_State *L, void *ud), void *ud,
+                       char *err, size_t errlen) {
+    struct add_args a = {name, build, ud};
+    return call_protected(sb, add_protected, &a, "sandbox_add_global", err, errlen);
+}
+
+struct thread_args {
+    lua_State *co;
+    int ref;
+};
+
+/* Stack: args, then the body (moved here by sandbox_thread_new). */
+static int thread_protected(lua_State *L) {
+    struct thread_args *a = lua_touserdata(L, 1);
+    lua_State *co = lua_newthread(L);
+    lua_pushcfunction(L, sandbox_lib_mark_host);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+    lua_pushvalue(L, 2);
+    lua_xmove(L, co, 1);
+    lua_pushvalue(L, -1);
+    a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    a->co = co;
+    return 0;
+}
+
+lua_State *sandbox_thread_new(struct sandbox *sb, int *ref, char *err, size_t errlen) {
+    lua_State *L = sb->L;
+    struct thread_args a = {NULL, LUA_NOREF};
+    /* stack: body */
+    int st = LUA_ERRMEM;
+    if (lua_checkstack(L, 3)) {
+        lua_pushcfunction(L, thread_protected);
+        lua_pushlightuserdata(L, &a);
+        lua_rotate(L, -3, 2); /* fn, args, body */
+        st = lua_pcall(L, 2, 0, 0);
+        if (st != LUA_OK) lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+    }
+    if (st != LUA_OK) {
+        snprintf(err, errlen, "%s: not enough memory for a coroutine", sandbox_status_code(SANDBOX_MEMORY));
+        return NULL;
+    }
+    *ref = a.ref;
+    return a.co;
+}
+
+void sandbox_unref(struct sandbox *sb, int ref) {
+    luaL_unref(sb->L, LUA_REGISTRYINDEX, ref); /* rewrites existing slots: never allocates */
+}
+
+int sandbox_running(const struct sandbox *sb) {
+    return sb->running;
+}
+
+/* Writes "message\nstack traceback:\n\t..." for the dead coroutine co into err, without allocating
+ * in the state. */
+static void co_traceback(lua_State *co, const char *msg, char *err, size_t errlen) {
+    size_t n = (size_t)snprintf(err, errlen, "%s\nstack traceback:", msg);
+    lua_Debug ar;
+    for (int level = 0; n < errlen && level < 12 && lua_getstack(co, level, &ar); level++) {
+        if (!lua_getinfo(co, "Sln", &ar)) break;
+        if (ar.currentline > 0)
+            n += (size_t)snprintf(err + n, errlen - n, "\n\t%s:%d: in %s%s%s", ar.short_src, ar.currentline,
+                                  ar.name ? "function '" : "", ar.name ? ar.name : (*ar.what == 'm' ? "main chunk" : "?"),
+                                  ar.name ? "'" : "");
+        else
+            n += (size_t)snprintf(err + n, errlen - n, "\n\t[%s]: in %s", ar.what, ar.name ? ar.name : "?");
+    }
+}
+
+int sandbox_resume(struct sandbox *sb, lua_State *co, int nargs, long *instructions, int *nres, char *err,
+                   size_t errlen) {
+    *nres = 0;
+    if (sb->running) {
+        snprintf(err, errlen, "script.error: sandbox is already running");
+        return SANDBOX_BUSY;
+    }
+    start_run(sb);
+    sb->instr_used = *instructions;
+    sandbox_arm(co, sb);
+    int st = lua_resume(co, sb->L, nargs, nres);
+    int status;
+    if (sb->killed)
+        status = sb->killed;
+    else if (st == LUA_OK)
+        status = SANDBOX_OK;
+    else if (st == LUA_YIELD)
+        status = SANDBOX_YIELD;
+    else if (st == LUA_ERRMEM || (sb->mem_refused && lua_type(co, -1) == LUA_TSTRING &&
+                                  strcmp(lua_tostring(co, -1), "not enough memory") == 0))
+        status = SANDBOX_MEMORY;
+    else
+        status = SANDBOX_ERROR;
+
+    const char *code = sandbox_status_code(status);
+    if (status == SANDBOX_INSTRUCTIONS) {
+        snprintf(err, errlen, "%s: more than %ld instructions%s", code, sb->instr_limit, sb->where);
+    } else if (status == SANDBOX_TIMEOUT) {
+        snprintf(err, errlen, "%s: ran more than %g s without waiting%s", code, sb->seconds, sb->where);
+    } else if (status == SANDBOX_MEMORY) {
+        snprintf(err, errlen, "%s: not enough memory (the state may hold %zu bytes)", code, sb->cap);
+    } else if (status == SANDBOX_ERROR) {
+        char msg[2048];
+        const char *m = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : "(error object is not a string)";
+        snprintf(msg, sizeof msg, "%s: %s", code, m);
+        co_traceback(co, msg, err, errlen);
+    }
+    if (status != SANDBOX_OK && status != SANDBOX_YIELD) *nres = 0;
+    *instructions = sb->instr_used;
+    end_run(sb);
+    sandbox_arm(co, sb);
     return status;
 }
 

@@ -35,6 +35,7 @@ enum sandbox_status {
     SANDBOX_TIMEOUT,      /* "script.timeout: ..." */
     SANDBOX_MEMORY,       /* "script.memory_limit: ..." — rebuild: sandbox_free + sandbox_new */
     SANDBOX_BUSY,         /* "script.error: sandbox is already running" (a run inside a run) */
+    SANDBOX_YIELD,        /* sandbox_resume only: the coroutine yielded (not an error) */
 };
 
 struct sandbox;
@@ -60,6 +61,35 @@ lua_State *sandbox_state(struct sandbox *sb);
 
 /* Bytes the state holds now. */
 size_t sandbox_memory(const struct sandbox *sb);
+
+/* Adds a global `name` to every later run: the function build(L, ud) pushes, or a read-only view of
+ * the table it pushes (tables it holds are read-only too). Call after sandbox_new, before running scripts. 0, or -1 with err. */
+int sandbox_add_global(struct sandbox *sb, const char *name, void (*build)(lua_State *L, void *ud), void *ud,
+                       char *err, size_t errlen);
+
+/* ---- Coroutines the host drives (agent handlers) ----
+ * A host function that must wait yields `&sandbox_host_yield_key` (light userdata) as its first
+ * value; inside a script's own coroutines such a yield is passed up to the host's thread and the
+ * answer passed back down, so waiting works at any depth. */
+extern const char sandbox_host_yield_key;
+
+/* Creates a coroutine in the state that scripts cannot resume or close, with the function at the top
+ * of the main thread's stack (popped) as its body; anchors it in the registry (*ref, for luaL_unref
+ * through sandbox_unref). NULL with err when memory runs out. */
+lua_State *sandbox_thread_new(struct sandbox *sb, int *ref, char *err, size_t errlen);
+/* Drops a reference made by sandbox_thread_new or sandbox_ref. */
+void sandbox_unref(struct sandbox *sb, int ref);
+
+/* Resumes co (made by sandbox_thread_new) with the nargs values on its stack, under the limits:
+ * *instructions carries the run's count across resumes (in and out); the wall-clock limit applies to
+ * this slice. Returns SANDBOX_OK (finished: results on co's stack, *nres of them), SANDBOX_YIELD
+ * (*nres yielded values on co's stack) or an error status with err as sandbox_run (the coroutine is
+ * then dead; a traceback of where it failed is in err). */
+int sandbox_resume(struct sandbox *sb, lua_State *co, int nargs, long *instructions, int *nres, char *err,
+                   size_t errlen);
+
+/* Whether the state is inside a run or resume (host functions use it to refuse calls outside one). */
+int sandbox_running(const struct sandbox *sb);
 
 /* The stable code of a status ("script.timeout"), "ok" for SANDBOX_OK. */
 const char *sandbox_status_code(int status);

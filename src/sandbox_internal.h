@@ -48,6 +48,14 @@ int sandbox_lib_setup(lua_State *L);
  * environment of load() until sandbox_lib_clear_env. Allocates: call it protected. */
 void sandbox_lib_push_env(lua_State *L);
 
+/* lua_CFunction, run protected: sets the hidden global named by arg 1 to a read-only proxy of the
+ * table at arg 2 (and of the tables it holds, one level down). */
+int sandbox_lib_add_global(lua_State *L);
+
+/* lua_CFunction, run protected: marks the thread at arg 1 as the host's (scripts cannot resume or
+ * close it). */
+int sandbox_lib_mark_host(lua_State *L);
+
 /* Forgets the run's environment. Needs one free stack slot; never allocates. */
 void sandbox_lib_clear_env(lua_State *L);
 

@@ -27,6 +27,9 @@ static const char KEY_ENV = 'e';       /* this run's environment, or false */
 static const char KEY_ENVMT = 'm';     /* the environments' metatable */
 static const char KEY_PROTECTED = 'p'; /* set of the tables rawset must not write */
 static const char KEY_SNAPSHOTS = 's'; /* weak map: script metatable -> its latest snapshot */
+static const char KEY_HOST = 'h';      /* weak set of the threads the host runs handlers in */
+/* The first value of a yield that waits for the host (sandbox_host_yield_key). */
+const char sandbox_host_yield_key = 'y';
 /* Key inside a snapshot, which scripts never see: 2 x (the "__" fields copied) + (1 if the script's
  * metatable had a __metatable: then, as in Lua, it can no longer be replaced). */
 static const char KEY_SNAPSHOT = 'k';
@@ -112,6 +115,11 @@ static void push_proxy(lua_State *L, int idx, const char *name) {
     lua_pushvalue(L, idx);
     lua_pushcclosure(L, proxy_pairs, 1);
     lua_setfield(L, -2, "__pairs");
+    if (lua_getmetatable(L, idx)) { /* a callable table (orrery.log) stays callable */
+        lua_getfield(L, -1, "__call");
+        lua_setfield(L, -3, "__call");
+        lua_pop(L, 1);
+    }
     lua_pushliteral(L, "locked");
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
@@ -341,6 +349,16 @@ static int sb_cocreate(lua_State *L) {
     return 1;
 }
 
+/* Whether the value at idx is a thread the host runs a handler in. */
+static int is_host_thread(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_HOST);
+    lua_pushvalue(L, idx);
+    int yes = lua_rawget(L, -2) != LUA_TNIL;
+    lua_pop(L, 2);
+    return yes;
+}
+
 /* Resumes co with narg values from L: the number of results moved to L, or -1 with the error on
  * top of L. */
 static int resume_moving(lua_State *L, lua_State *co, int narg) {
@@ -364,13 +382,58 @@ static int resume_moving(lua_State *L, lua_State *co, int narg) {
     return -1;
 }
 
+/* Whether co's last yield, whose r values are on top of L, waits for the host (orrery.sleep and
+ * the like inside a script's own coroutine). Such a yield is passed on up to the handler's thread
+ * and the host's answer passed back down, as OpenResty does, so waiting works at any depth. */
+static int host_yield(lua_State *L, lua_State *co, int r) {
+    return r >= 1 && lua_status(co) == LUA_YIELD && lua_touserdata(L, -r) == &sandbox_host_yield_key;
+}
+
+/* Yields L with the r values on top (a host wait), dropping what is below them except keep slots
+ * at the bottom; k resumes co with the host's answer. */
+static int pass_up(lua_State *L, int r, int keep, lua_KFunction k) {
+    if (!lua_isyieldable(L)) {
+        lua_settop(L, keep);
+        return luaL_error(L, "cannot wait here: a C function (a metamethod, table.sort, ...) is in the way");
+    }
+    int below = lua_gettop(L) - r - keep;
+    if (below > 0) {
+        lua_rotate(L, keep + 1, r); /* the values first, then what was below them */
+        lua_settop(L, keep + r);
+    }
+    return lua_yieldk(L, r, 0, k);
+}
+
+static int coresume_k(lua_State *L, int status, lua_KContext ctx);
+
+/* coroutine.resume's common end: the results of resuming the coroutine at index 1. */
+static int coresume_finish(lua_State *L, lua_State *co, int r) {
+    if (r < 0) {
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        return 2; /* false, error */
+    }
+    if (host_yield(L, co, r)) return pass_up(L, r, 1, coresume_k);
+    lua_pushboolean(L, 1);
+    lua_insert(L, -(r + 1));
+    return r + 1; /* true, results */
+}
+
+/* The handler's thread got the host's answer: hand it down to the coroutine at index 1. */
+static int coresume_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    (void)ctx;
+    lua_State *co = lua_tothread(L, 1);
+    return coresume_finish(L, co, resume_moving(L, co, lua_gettop(L) - 1));
+}
+
+static int auxwrap_k(lua_State *L, int status, lua_KContext ctx);
+
 /* The function coroutine.wrap returns; upvalue 1: the coroutine. As Lua's, except that in a killed
  * run a failed coroutine's to-be-closed variables are not closed: an error raised by the count
  * hook leaves the coroutine with hooks off, so its __close handlers could loop unstoppably. */
-static int auxwrap(lua_State *L) {
-    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
-    int r = resume_moving(L, co, lua_gettop(L));
-    if (r >= 0) return r;
+static int auxwrap_finish(lua_State *L, lua_State *co, int r) {
+    if (r >= 0) return host_yield(L, co, r) ? pass_up(L, r, 0, auxwrap_k) : r;
     int stat = lua_status(co);
     if (stat != LUA_OK && stat != LUA_YIELD && !sandbox_of(L)->killed) {
         stat = lua_resetthread(co); /* close its to-be-closed variables */
@@ -384,6 +447,18 @@ static int auxwrap(lua_State *L) {
     return lua_error(L);
 }
 
+static int auxwrap_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    (void)ctx;
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    return auxwrap_finish(L, co, resume_moving(L, co, lua_gettop(L)));
+}
+
+static int auxwrap(lua_State *L) {
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    return auxwrap_finish(L, co, resume_moving(L, co, lua_gettop(L)));
+}
+
 static int sb_cowrap(lua_State *L) {
     new_coroutine(L);
     lua_pushcclosure(L, auxwrap, 1);
@@ -395,20 +470,19 @@ static int sb_coresume(lua_State *L) {
     if (sandbox_of(L)->killed) sandbox_charge(L, 0); /* raises */
     lua_State *co = lua_tothread(L, 1);
     luaL_argexpected(L, co != NULL, 1, "coroutine");
-    int r = resume_moving(L, co, lua_gettop(L) - 1);
-    if (r < 0) {
+    if (is_host_thread(L, 1)) { /* a handler's own thread is the host's to resume */
         lua_pushboolean(L, 0);
-        lua_insert(L, -2);
-        return 2; /* false, error */
+        lua_pushliteral(L, "cannot resume a coroutine the host runs a handler in");
+        return 2;
     }
-    lua_pushboolean(L, 1);
-    lua_insert(L, -(r + 1));
-    return r + 1; /* true, results */
+    return coresume_finish(L, co, resume_moving(L, co, lua_gettop(L) - 1));
 }
 
 /* coroutine.close: not in a killed run, where it could run __close handlers with hooks off. */
 static int sb_coclose(lua_State *L) {
     if (sandbox_of(L)->killed) sandbox_charge(L, 0); /* raises */
+    if (lua_type(L, 1) == LUA_TTHREAD && is_host_thread(L, 1))
+        return luaL_error(L, "cannot close a coroutine the host runs a handler in");
     return call_original(L);
 }
 
@@ -662,6 +736,12 @@ int sandbox_lib_setup(lua_State *L) {
     lua_setfield(L, -2, "__mode"); /* ours: one step per entry, never a chain */
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_SNAPSHOTS);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_HOST);
 
     luaL_requiref(L, "_G", luaopen_base, 0);
     push_allowed(L, -1, base_allow);
@@ -719,4 +799,43 @@ void sandbox_lib_push_env(lua_State *L) {
 void sandbox_lib_clear_env(lua_State *L) {
     lua_pushboolean(L, 0);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_ENV);
+}
+
+/* Proxies the table at idx and, one level down, the tables it holds (orrery.bus, orrery.json...). */
+static void push_proxy_deep(lua_State *L, int idx, const char *name, int depth) {
+    idx = lua_absindex(L, idx);
+    if (depth < 2) {
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -1) == LUA_TTABLE && lua_type(L, -2) == LUA_TSTRING && !is_protected(L, -1)) {
+                lua_pushvalue(L, -2);
+                push_proxy_deep(L, -2, lua_tostring(L, -1), depth + 1);
+                /* stack: key, table, key, proxy */
+                lua_rawset(L, idx); /* replacing an existing key's value is allowed during next */
+            }
+            lua_pop(L, 1);
+        }
+    }
+    push_proxy(L, idx, name);
+}
+
+int sandbox_lib_add_global(lua_State *L) {
+    const char *name = lua_tostring(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    if (lua_type(L, 2) == LUA_TFUNCTION)
+        lua_pushvalue(L, 2);
+    else if (lua_type(L, 2) == LUA_TTABLE)
+        push_proxy_deep(L, 2, name, 0);
+    else
+        return luaL_error(L, "a sandbox global must be a table or a function");
+    lua_setfield(L, -2, name);
+    return 0;
+}
+
+int sandbox_lib_mark_host(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_HOST);
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    return 0;
 }

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "agents_host.h"
 #include "api.h"
+#include "bus.h"
 #include "app.h"
 #include "auth.h"
 #include "db.h"
@@ -167,6 +169,10 @@ int server_run(const struct config *cfg) {
         .hooks = {.authenticate = api_authenticate, .begin = api_begin, .end = api_end},
         .work = app.work,
     };
+    if (bus_uuid4(app.instance) != BUS_OK || agents_host_start(&app, err, sizeof err) != 0) {
+        log_error("serve: agents: %s", err);
+        goto done;
+    }
     app.http = http_start(&opt, router, &app, err, sizeof err);
     if (!app.http) {
         log_error("serve: %s", err);
@@ -190,15 +196,18 @@ int server_run(const struct config *cfg) {
     http_quiesce(app.http);
     int left = drain(app.http, cfg->shutdown_timeout_s, &sigs);
     if (left > 0) log_warn("shutdown: %d requests still running were cut off", left);
-    /* Finish the jobs of suspended requests (they resume their connections) before the daemon goes. */
+    /* Finish the jobs of suspended requests (they resume their connections) before the daemon goes;
+     * requests waiting on an agent are answered when the runtime stops. */
     workpool_free(app.work);
     app.work = NULL;
+    agents_host_stop(&app);
     http_stop(app.http);
     app.http = NULL;
     log_info("stopped");
     rc = 0;
 done:
     workpool_free(app.work);
+    agents_host_stop(&app);
     http_stop(app.http);
     ratelimit_free(app.rate_ip);
     ratelimit_free(app.rate_account);
