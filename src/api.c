@@ -118,6 +118,25 @@ void api_end(struct http_req *req) {
     c->db = NULL;
 }
 
+int api_release(struct http_req *req) {
+    struct api_ctx *c = http_local(req);
+    if (!c || !c->db) return 0;
+    int rc = 0;
+    if (c->in_tx) {
+        PGresult *r = db_exec(c->db, c->failed ? "ROLLBACK" : "COMMIT", 0, NULL);
+        if (!c->failed && !db_ok(r)) {
+            log_error("api: commit failed: %s", PQresultErrorMessage(r));
+            http_error(req, 503, "unavailable", "the change could not be saved; try again", NULL);
+            rc = -1;
+        }
+        PQclear(r);
+        c->in_tx = 0;
+    }
+    db_release(c->app->db, c->db);
+    c->db = NULL;
+    return rc;
+}
+
 /* ---- Transactions ---- */
 
 PGresult *api_exec(struct http_req *req, const char *sql, int n, const char *const *params) {

@@ -38,6 +38,10 @@ struct api_ctx *api_ctx(struct http_req *req);
  * NULL, ctx is the orrery.ctx setting ("auth", "admin") or NULL. On failure sets 503 and returns
  * NULL. The end hook commits or rolls back. */
 PGconn *api_tx(struct http_req *req, const char *user_id, const char *ctx);
+/* Ends the request's transaction now (COMMIT unless it failed) and gives the connection back, for a
+ * handler about to wait (on an agent) without holding a database connection. 0, or -1 with a 503
+ * set when the commit failed. The end hook then has nothing left to do. */
+int api_release(struct http_req *req);
 /* Sets orrery.ctx for the rest of the transaction. Returns 0 or -1. */
 int api_tx_set_ctx(struct http_req *req, const char *ctx);
 

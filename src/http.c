@@ -267,6 +267,25 @@ int http_defer(struct http_req *req, void (*fn)(struct http_req *req)) {
     return 0;
 }
 
+/* http_suspend's marker in req->deferred: the response comes from http_finish. */
+static void finished_elsewhere(struct http_req *req) {
+    (void)req;
+}
+
+void http_suspend(struct http_req *req) {
+    req->deferred = finished_elsewhere;
+    MHD_suspend_connection(req->conn);
+}
+
+void http_finish(struct http_req *req) {
+    log_set_request_id(req->request_id);
+    if (req->server->hooks.end) req->server->hooks.end(req);
+    log_set_request_id(NULL);
+    atomic_store(&req->deferred_done, 1);
+    /* After this call libmicrohttpd may run the access handler (and free req) on another thread. */
+    MHD_resume_connection(req->conn);
+}
+
 /* ---- Middleware ---- */
 
 static int has_control_bytes(const char *s) {

@@ -82,6 +82,13 @@ void *http_local(const struct http_req *req);
  * then the `end` hook runs there and the connection resumes. Returns 0, or -1 when the pool is
  * full (the handler should answer 503 itself). */
 int http_defer(struct http_req *req, void (*fn)(struct http_req *req));
+/* From a handler: the response will be set later, from any thread, followed by http_finish(req).
+ * The connection is suspended meanwhile: no thread waits for it. For work that completes by
+ * callback (an agent's reply). */
+void http_suspend(struct http_req *req);
+/* Completes a suspended request: runs the `end` hook and resumes the connection. Exactly once, after
+ * the response is set; req must not be touched afterwards. */
+void http_finish(struct http_req *req);
 /* The parsed JSON body of a ROUTE_JSON_BODY route (borrowed), or NULL. */
 json_t *http_body_json(const struct http_req *req);
 
