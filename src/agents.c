@@ -156,6 +156,7 @@ struct agents {
     size_t nheap, capheap;
     pthread_t timer_thread;
     int timer_started;
+    int stopped; /* agents_stop ran (owner thread only) */
 
     pthread_mutex_t c_mu;
     struct client *clients;
@@ -174,6 +175,10 @@ const char *agents_agent_name(const struct agent *a) {
 
 struct agents *agents_agent_runtime(const struct agent *a) {
     return a->rt;
+}
+
+struct aio *agents_aio(const struct agents *rt) {
+    return rt->cfg.aio;
 }
 
 double agents_request_timeout(const struct agents *rt) {
@@ -1479,8 +1484,9 @@ struct agents *agents_new(const struct agents_config *cfg, char *err, size_t err
     return rt;
 }
 
-void agents_free(struct agents *rt) {
-    if (!rt) return;
+void agents_stop(struct agents *rt) {
+    if (!rt || rt->stopped) return;
+    rt->stopped = 1;
     pthread_mutex_lock(&rt->q_mu);
     rt->stopping = 1;
     pthread_cond_broadcast(&rt->q_cv);
@@ -1490,6 +1496,11 @@ void agents_free(struct agents *rt) {
     pthread_mutex_unlock(&rt->t_mu);
     for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
     if (rt->timer_started) pthread_join(rt->timer_thread, NULL);
+}
+
+void agents_free(struct agents *rt) {
+    if (!rt) return;
+    agents_stop(rt);
     free(rt->workers);
 
     /* Waiters from outside get their answer. */

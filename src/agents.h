@@ -20,6 +20,7 @@
 #include "sandbox.h"
 
 struct agents;
+struct aio;
 
 struct agents_config {
     int workers;                  /* worker threads (>= 1) */
@@ -30,6 +31,8 @@ struct agents_config {
     int max_runs;                 /* live handler runs per agent; more stay in the mailbox (0 = 10000) */
     double request_timeout;       /* default orrery.bus.request timeout (0 = 30 s) */
     const char *lib_dir;          /* where require() finds Lua modules (NULL = "lib"); copied */
+    struct aio *aio;              /* orrery.db and orrery.http go through it (borrowed; NULL = none):
+                                   * stop the runtime (agents_stop) before freeing it */
 };
 
 /* Hooks for what sits above the runtime (all optional; called from runtime threads, must not
@@ -48,7 +51,10 @@ struct agents_hooks {
 
 /* NULL with a message in err on failure. Starts the threads. */
 struct agents *agents_new(const struct agents_config *cfg, char *err, size_t errlen);
-/* Stops the threads (runs in flight are abandoned), closes every state, frees the bus. Accepts NULL. */
+/* Stops the worker and timer threads: nothing runs afterwards (completions are only queued).
+ * Idempotent. */
+void agents_stop(struct agents *rt);
+/* Stops (agents_stop), closes every state, frees the bus. Accepts NULL. */
 void agents_free(struct agents *rt);
 /* Set before loading agents; not thread-safe against running agents. */
 void agents_set_hooks(struct agents *rt, const struct agents_hooks *hooks);

@@ -2,7 +2,9 @@
  * agents on the real scheduler without a server:
  *
  *   local rt = core.agents_new{workers=2, mailbox=1024, memory=bytes, instructions=n, seconds=s,
- *                              run_timeout=s, max_runs=n, request_timeout=s, lib_dir="lib"}
+ *                              run_timeout=s, max_runs=n, request_timeout=s, lib_dir="lib",
+ *                              db_url=, fetch_allow=, fetch_allow_private=, fetch_max_bytes=, io=true}
+ *     (db_url or any fetch option, or io=true, gives the agents orrery.db / orrery.http)
  *   rt:load(source [, chunkname [, version]]) -> name | nil, err
  *   rt:check(source [, chunkname])            -> {name, description, capabilities, subscribes} | nil, err
  *   rt:request(agent, content_json [, {timeout=, user_id=, conversation_id=, performative=}])
@@ -23,6 +25,7 @@
 #include <lauxlib.h>
 
 #include "agents.h"
+#include "aio.h"
 #include "bus_lua.h"
 #include "lua_core.h"
 
@@ -30,6 +33,7 @@
 
 struct lua_rt {
     struct agents *rt;
+    struct aio *aio; /* owned; NULL unless db_url or fetch options were given */
 };
 
 static struct agents *check_rt(lua_State *L) {
@@ -58,14 +62,35 @@ static int l_new(lua_State *L) {
     cfg.run_timeout = opt_num(L, 1, "run_timeout", 0);
     cfg.max_runs = (int)opt_num(L, 1, "max_runs", 0);
     cfg.request_timeout = opt_num(L, 1, "request_timeout", 0);
+    struct aio_config ac;
+    memset(&ac, 0, sizeof ac);
+    int want_aio = 0;
     if (lua_type(L, 1) == LUA_TTABLE) {
         lua_getfield(L, 1, "lib_dir");
         cfg.lib_dir = luaL_optstring(L, -1, "lib");
+        lua_getfield(L, 1, "db_url");
+        ac.db_url = luaL_optstring(L, -1, NULL);
+        lua_getfield(L, 1, "fetch_allow");
+        ac.fetch_allow = luaL_optstring(L, -1, NULL);
+        lua_getfield(L, 1, "fetch_allow_private");
+        ac.fetch_allow_private = lua_toboolean(L, -1);
+        lua_getfield(L, 1, "io");
+        want_aio = lua_toboolean(L, -1) || ac.db_url || ac.fetch_allow || ac.fetch_allow_private;
+        ac.fetch_max_bytes = (size_t)opt_num(L, 1, "fetch_max_bytes", 0);
+        ac.fetch_timeout = opt_num(L, 1, "fetch_timeout", 0);
+        ac.db_timeout_ms = (int)opt_num(L, 1, "db_timeout_ms", 0);
     }
     struct lua_rt *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->rt = NULL;
+    u->aio = NULL;
     luaL_setmetatable(L, RT_MT);
     char err[256];
+    if (want_aio && !(u->aio = aio_new(&ac, err, sizeof err))) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    cfg.aio = u->aio;
     u->rt = agents_new(&cfg, err, sizeof err);
     if (!u->rt) {
         lua_pushnil(L);
@@ -280,6 +305,9 @@ static int l_unload(lua_State *L) {
 
 static int l_close(lua_State *L) {
     struct lua_rt *u = luaL_checkudata(L, 1, RT_MT);
+    agents_stop(u->rt); /* nothing runs now: the I/O loop can go, its completions are only queued */
+    aio_free(u->aio);
+    u->aio = NULL;
     agents_free(u->rt);
     u->rt = NULL;
     return 0;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agents.h"
+#include "aio.h"
 #include "log.h"
 
 #define AGENT_FILE_MAX (1 << 20)
@@ -22,6 +23,16 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
         .run_timeout = cfg->agent_timeout_s,
         .lib_dir = cfg->lib_dir,
     };
+    struct aio_config io = {
+        .db_url = cfg->database_url,
+        .db_connections = cfg->agent_db_connections,
+        .db_timeout_ms = cfg->db_timeout_ms,
+        .fetch_allow = cfg->fetch_allow,
+        .fetch_allow_private = cfg->fetch_allow_private,
+    };
+    app->aio = aio_new(&io, err, errlen);
+    if (!app->aio) return -1;
+    ac.aio = app->aio;
     app->agents = agents_new(&ac, err, errlen);
     if (!app->agents) return -1;
     int n = agents_host_load_dir(app, cfg->agents_dir);
@@ -98,6 +109,9 @@ int agents_host_load_dir(struct app *app, const char *dir) {
 }
 
 void agents_host_stop(struct app *app) {
+    agents_stop(app->agents); /* no handler runs now: the I/O loop can go */
+    aio_free(app->aio);
+    app->aio = NULL;
     agents_free(app->agents);
     app->agents = NULL;
 }

@@ -57,6 +57,8 @@ int agents_publish(struct agents *rt, struct bus_envelope *env);
 /* Arms a timer that completes the run's current wait (token) after `seconds` with no values
  * (timeout_error NULL) or with nil, timeout_error. */
 void agents_wait_timer(const struct agents_token *token, double seconds, const char *timeout_error);
+/* The runtime's I/O loop, or NULL. */
+struct aio *agents_aio(const struct agents *rt);
 /* Default request timeout. */
 double agents_request_timeout(const struct agents *rt);
 

@@ -13,6 +13,7 @@
 #include <lauxlib.h>
 
 #include "agents_internal.h"
+#include "aio.h"
 #include "bus_lua.h"
 #include "lua_api.h"
 
@@ -295,6 +296,209 @@ static int l_sleep(lua_State *L) {
     return lua_yieldk(L, 1, base, sleep_k);
 }
 
+/* ---- orrery.db and orrery.http: I/O on the runtime's loop ---- */
+
+static struct aio *aio_of(lua_State *L, const char *fn) {
+    struct state *st = agents_state_of(L);
+    if (!st || !st->agent) luaL_error(L, "%s: only inside a message handler", fn);
+    struct aio *aio = agents_aio(agents_agent_runtime(st->agent));
+    if (!aio) luaL_error(L, "%s: not available in this runtime", fn);
+    return aio;
+}
+
+/* Waits for the completion filed under tok; the values push gives are returned. */
+static int io_k(lua_State *L, int status, lua_KContext base) {
+    (void)status;
+    return lua_gettop(L) - (int)base;
+}
+
+static int wait_io(lua_State *L) {
+    int base = lua_gettop(L);
+    lua_pushlightuserdata(L, (void *)&sandbox_host_yield_key);
+    return lua_yieldk(L, 1, base, io_k);
+}
+
+struct db_wait {
+    struct agents_token tok;
+    struct aio_result r;
+};
+
+static int push_rows(lua_State *L, void *data) {
+    struct db_wait *w = data;
+    PGresult *res = w->r.res;
+    if (!res) {
+        lua_pushnil(L);
+        lua_pushstring(L, w->r.error);
+        return 2;
+    }
+    int rows = PQntuples(res), cols = PQnfields(res);
+    lua_createtable(L, rows, 0);
+    for (int i = 0; i < rows; i++) {
+        lua_createtable(L, 0, cols);
+        for (int j = 0; j < cols; j++) {
+            if (PQgetisnull(res, i, j)) continue;
+            const char *v = PQgetvalue(res, i, j);
+            switch (PQftype(res, j)) {
+            case 16: lua_pushboolean(L, v[0] == 't'); break;                         /* bool */
+            case 20: case 21: case 23: lua_pushinteger(L, strtoll(v, NULL, 10)); break; /* int8/2/4 */
+            case 700: case 701: case 1700: lua_pushnumber(L, strtod(v, NULL)); break;    /* float4/8, numeric */
+            default: lua_pushlstring(L, v, (size_t)PQgetlength(res, i, j)); break;
+            }
+            lua_setfield(L, -2, PQfname(res, j));
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+    const char *affected = PQcmdTuples(res);
+    lua_pushinteger(L, *affected ? strtoll(affected, NULL, 10) : rows);
+    return 2;
+}
+
+static void drop_rows(void *data) {
+    struct db_wait *w = data;
+    PQclear(w->r.res);
+    free(w);
+}
+
+static void db_done(void *ud, struct aio_result *r) {
+    struct db_wait *w = ud;
+    w->r = *r;
+    agents_wait_complete(&w->tok, push_rows, w, drop_rows);
+}
+
+#define DB_MAX_PARAMS 100
+
+/* orrery.db.query(sql [, {params...}]) -> rows, count | nil, error. Runs as the user of the message
+ * being handled (row-level security applies); for agents an admin installed. */
+static int l_query(lua_State *L) {
+    struct aio *aio = aio_of(L, "orrery.db.query");
+    struct run *r = current_run(L, "orrery.db.query");
+    const char *sql = luaL_checkstring(L, 1);
+    const char *params[DB_MAX_PARAMS];
+    int n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "n");
+        n = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : (int)lua_rawlen(L, 2);
+        lua_pop(L, 1);
+        if (n < 0 || n > DB_MAX_PARAMS) return luaL_argerror(L, 2, "at most 100 parameters");
+        luaL_checkstack(L, n + 4, "too many parameters");
+        for (int i = 0; i < n; i++) {
+            int t = lua_rawgeti(L, 2, i + 1);
+            if (t == LUA_TNIL) {
+                params[i] = NULL;
+            } else if (t == LUA_TBOOLEAN) {
+                params[i] = lua_toboolean(L, -1) ? "true" : "false";
+            } else if (t == LUA_TNUMBER || t == LUA_TSTRING) {
+                params[i] = lua_tostring(L, -1); /* stays on the stack until the query is queued */
+            } else {
+                return luaL_error(L, "orrery.db.query: parameter %d must be a string, number, boolean or nil", i + 1);
+            }
+        }
+    }
+    if (!lua_isyieldable(L)) return luaL_error(L, "orrery.db.query: cannot wait here");
+    struct db_wait *w = calloc(1, sizeof *w);
+    if (!w || agents_wait_begin(L, &w->tok) != 0) {
+        free(w);
+        return luaL_error(L, "orrery.db.query: cannot wait");
+    }
+    if (aio_query(aio, r->msg ? r->msg->user_id : "", sql, n, params, db_done, w) != 0) {
+        r->wait_seq++;
+        free(w);
+        return luaL_error(L, "orrery.db.query: out of memory");
+    }
+    return wait_io(L);
+}
+
+struct fetch_wait {
+    struct agents_token tok;
+    struct aio_response *resp;
+};
+
+static int push_response(lua_State *L, void *data) {
+    struct fetch_wait *w = data;
+    struct aio_response *r = w->resp;
+    if (!r || r->status == 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, r ? r->error : "out of memory");
+        return 2;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+    lua_setfield(L, -2, "body");
+    lua_createtable(L, 0, r->n_headers);
+    for (int i = 0; i < r->n_headers; i++) {
+        lua_pushstring(L, r->headers[i].value);
+        lua_setfield(L, -2, r->headers[i].name);
+    }
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+static void drop_response(void *data) {
+    struct fetch_wait *w = data;
+    aio_response_free(w->resp);
+    free(w);
+}
+
+static void fetch_done(void *ud, struct aio_response *resp) {
+    struct fetch_wait *w = ud;
+    w->resp = resp;
+    agents_wait_complete(&w->tok, push_response, w, drop_response);
+}
+
+#define FETCH_MAX_HEADERS 50
+
+/* orrery.http.fetch(url [, {method=, headers={name=value}, body=, timeout=}])
+ *   -> {status=, headers={lower-case name=value}, body=} | nil, error */
+static int l_fetch(lua_State *L) {
+    struct aio *aio = aio_of(L, "orrery.http.fetch");
+    current_run(L, "orrery.http.fetch");
+    struct aio_fetch req;
+    memset(&req, 0, sizeof req);
+    req.url = luaL_checkstring(L, 1);
+    struct aio_header headers[FETCH_MAX_HEADERS];
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "method");
+        req.method = luaL_optstring(L, -1, "GET");
+        lua_getfield(L, 2, "body");
+        if (!lua_isnil(L, -1)) req.body = luaL_checklstring(L, -1, &req.body_len);
+        lua_getfield(L, 2, "timeout");
+        req.timeout = luaL_optnumber(L, -1, 0);
+        if (lua_getfield(L, 2, "headers") == LUA_TTABLE) {
+            int t = lua_gettop(L);
+            lua_pushnil(L);
+            while (lua_next(L, t)) {
+                if (req.n_headers >= FETCH_MAX_HEADERS) return luaL_error(L, "orrery.http.fetch: too many headers");
+                if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                    return luaL_error(L, "orrery.http.fetch: headers must map names to strings");
+                headers[req.n_headers].name = (char *)lua_tostring(L, -2);
+                headers[req.n_headers].value = (char *)lua_tostring(L, -1);
+                req.n_headers++;
+                lua_pop(L, 1); /* the strings stay referenced by the headers table */
+            }
+        }
+        req.headers = headers;
+    }
+    if (!lua_isyieldable(L)) return luaL_error(L, "orrery.http.fetch: cannot wait here");
+    struct fetch_wait *w = calloc(1, sizeof *w);
+    if (!w || agents_wait_begin(L, &w->tok) != 0) {
+        free(w);
+        return luaL_error(L, "orrery.http.fetch: cannot wait");
+    }
+    char err[256];
+    if (aio_fetch(aio, &req, fetch_done, w, err, sizeof err) != 0) {
+        current_run(L, "orrery.http.fetch")->wait_seq++; /* nothing will complete this wait */
+        free(w);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return wait_io(L);
+}
+
 void agents_lua_build(lua_State *L, void *ud) {
     (void)ud;
     static const luaL_Reg bus[] = {
@@ -312,6 +516,14 @@ void agents_lua_build(lua_State *L, void *ud) {
     lua_setfield(L, -2, "bus");
     lua_pushcfunction(L, l_sleep);
     lua_setfield(L, -2, "sleep");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_query);
+    lua_setfield(L, -2, "query");
+    lua_setfield(L, -2, "db");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_fetch);
+    lua_setfield(L, -2, "fetch");
+    lua_setfield(L, -2, "http");
 }
 
 /* ---- require ---- */

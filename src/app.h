@@ -11,6 +11,7 @@
 #include "migrate.h"
 
 struct agents;
+struct aio;
 struct http_server;
 struct msglog;
 struct replica;
@@ -28,6 +29,7 @@ struct app {
     struct ratelimit *rate_ip;      /* login/register attempts per client address per minute */
     struct ratelimit *rate_account; /* failed logins per account per 15 minutes */
     struct agents *agents;          /* the agent runtime (src/agents.h) */
+    struct aio *aio;                /* the agents' database and HTTP I/O loop (src/aio.h) */
     struct msglog *msglog;          /* records envelopes in agent_messages (src/msglog.h) */
     struct replica *replica;        /* LISTEN/NOTIFY fan-out to other replicas (src/replica.h) */
     char instance[37];              /* this process's id (UUID), for messages and replicas */

@@ -93,6 +93,7 @@ void config_free(struct config *cfg) {
     free(cfg->llm_model);
     free(cfg->agents_dir);
     free(cfg->lib_dir);
+    free(cfg->fetch_allow);
     free(cfg->ui_dir);
     free(cfg->migrations_dir);
     memset(cfg, 0, sizeof *cfg);
@@ -166,6 +167,10 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     cfg->agent_slice_ms = (int)v;
     v = 300;       if (get_int(get, ud, "ORRERY_AGENT_TIMEOUT", 1, 86400, &v, err, errlen)) goto fail;
     cfg->agent_timeout_s = (int)v;
+    v = 2;         if (get_int(get, ud, "ORRERY_AGENT_DB_CONNECTIONS", 1, 100, &v, err, errlen)) goto fail;
+    cfg->agent_db_connections = (int)v;
+    v = 0;         if (get_int(get, ud, "ORRERY_FETCH_ALLOW_PRIVATE", 0, 1, &v, err, errlen)) goto fail;
+    cfg->fetch_allow_private = (int)v;
     v = cfg->env == ENV_DEVELOPMENT; if (get_int(get, ud, "ORRERY_AGENTS_WATCH", 0, 1, &v, err, errlen)) goto fail;
     cfg->agents_watch = (int)v;
 
@@ -179,6 +184,7 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
         get_str(get, ud, "ORRERY_LLM_MODEL", "gpt-4o-mini", &cfg->llm_model) ||
         get_str(get, ud, "ORRERY_AGENTS_DIR", "agents", &cfg->agents_dir) ||
         get_str(get, ud, "ORRERY_LIB_DIR", "lib", &cfg->lib_dir) ||
+        get_str(get, ud, "ORRERY_FETCH_ALLOW", NULL, &cfg->fetch_allow) ||
         get_str(get, ud, "ORRERY_UI_DIR", NULL, &cfg->ui_dir) ||
         get_str(get, ud, "ORRERY_MIGRATIONS_DIR", "migrations", &cfg->migrations_dir)) {
         fail(err, errlen, "out of memory");
