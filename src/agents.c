@@ -46,6 +46,9 @@
 #define CRASH_WINDOW 60.0
 #define DEGRADED_CRASHES 3
 #define CLIENT "_client"
+#define WATCH_EVERY 0.25
+#define STUCK_FACTOR 2
+#define STUCK_FLOOR 0.5
 #define DEFAULT_MAILBOX 4096
 
 enum agent_status { ST_RUNNING, ST_RESTARTING, ST_DEGRADED };
@@ -133,6 +136,15 @@ struct client {
     void *ud;
 };
 
+/* A worker thread, watched: busy_ns is when it took its current agent (0 = waiting for one). */
+struct worker {
+    pthread_t tid;
+    struct agents *rt;
+    atomic_llong busy_ns;
+    _Atomic(struct agent *) agent;
+    int flagged; /* the watchdog reported this stall (timer thread only) */
+};
+
 struct agents {
     struct agents_config cfg;
     char *lib_dir;
@@ -147,8 +159,9 @@ struct agents {
     pthread_cond_t q_cv;
     struct agent *q_head, *q_tail;
     int stopping;
-    pthread_t *workers;
-    int nworkers;
+    struct worker *workers;    /* cap_workers slots; nworkers started (under w_mu) */
+    int nworkers, cap_workers;
+    pthread_mutex_t w_mu;
 
     pthread_mutex_t t_mu;
     pthread_cond_t t_cv;
@@ -341,17 +354,23 @@ static void fire(struct agents *rt, const struct timer *t) {
     push_item(t->agent, it);
 }
 
+static void watchdog(struct agents *rt);
+
 static void *timer_main(void *arg) {
     struct agents *rt = arg;
     pthread_mutex_lock(&rt->t_mu);
+    double next_watch = 0;
     while (!rt->stopping) {
-        if (rt->nheap == 0) {
-            pthread_cond_wait(&rt->t_cv, &rt->t_mu);
+        double now = now_mono();
+        if (now >= next_watch) {
+            pthread_mutex_unlock(&rt->t_mu);
+            watchdog(rt);
+            pthread_mutex_lock(&rt->t_mu);
+            next_watch = now + WATCH_EVERY;
             continue;
         }
-        double now = now_mono();
-        if (rt->heap[0].when > now) {
-            double w = rt->heap[0].when;
+        if (rt->nheap == 0 || rt->heap[0].when > now) {
+            double w = rt->nheap && rt->heap[0].when < next_watch ? rt->heap[0].when : next_watch;
             struct timespec ts = {(time_t)w, (long)((w - floor(w)) * 1e9)};
             pthread_cond_timedwait(&rt->t_cv, &rt->t_mu, &ts);
             continue;
@@ -1149,8 +1168,15 @@ static void process(struct agent *a) {
     if (more) enqueue(rt, a);
 }
 
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void *worker_main(void *arg) {
-    struct agents *rt = arg;
+    struct worker *w = arg;
+    struct agents *rt = w->rt;
     for (;;) {
         pthread_mutex_lock(&rt->q_mu);
         while (!rt->q_head && !rt->stopping) pthread_cond_wait(&rt->q_cv, &rt->q_mu);
@@ -1162,7 +1188,61 @@ static void *worker_main(void *arg) {
         rt->q_head = a->next_ready;
         if (!rt->q_head) rt->q_tail = NULL;
         pthread_mutex_unlock(&rt->q_mu);
+        atomic_store(&w->agent, a);
+        atomic_store(&w->busy_ns, now_ns());
         process(a);
+        atomic_store(&w->busy_ns, 0);
+    }
+}
+
+static int start_worker(struct agents *rt) {
+    pthread_mutex_lock(&rt->w_mu);
+    int rc = -1;
+    if (rt->nworkers < rt->cap_workers && !rt->stopping) {
+        struct worker *w = &rt->workers[rt->nworkers];
+        w->rt = rt;
+        atomic_init(&w->busy_ns, 0);
+        atomic_init(&w->agent, NULL);
+        if (pthread_create(&w->tid, NULL, worker_main, w) == 0) {
+            rt->nworkers++;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&rt->w_mu);
+    return rc;
+}
+
+/* The last line against C code no hook can interrupt (a huge table.sort, a table whose keys all
+ * collide): a worker that has held one agent for STUCK_FACTOR slices is reported, and another
+ * worker is started (up to twice the configured number) so every other agent goes on. The stuck
+ * one carries on as an ordinary worker when the call returns. Timer thread only. */
+static void watchdog(struct agents *rt) {
+    double slice = rt->cfg.limits.seconds > 0 ? rt->cfg.limits.seconds : SANDBOX_DEFAULT_SECONDS;
+    long long limit = (long long)((slice * STUCK_FACTOR > STUCK_FLOOR ? slice * STUCK_FACTOR : STUCK_FLOOR) * 1e9);
+    long long now = now_ns();
+    pthread_mutex_lock(&rt->w_mu);
+    int n = rt->nworkers;
+    pthread_mutex_unlock(&rt->w_mu);
+    for (int i = 0; i < n; i++) {
+        struct worker *w = &rt->workers[i];
+        long long since = atomic_load(&w->busy_ns);
+        if (since == 0 || now - since < limit) {
+            w->flagged = 0;
+            continue;
+        }
+        if (w->flagged) continue;
+        w->flagged = 1;
+        struct agent *a = atomic_load(&w->agent);
+        int more = start_worker(rt) == 0;
+        log_error("agents: a worker has run agent '%s' for %.1f s inside code that cannot be interrupted; %s",
+                  a ? a->name : "?", (double)(now - since) / 1e9,
+                  more ? "another worker was started so the other agents go on" : "no more workers can be started");
+        if (a) {
+            pthread_mutex_lock(&a->mu);
+            snprintf(a->last_error, sizeof a->last_error, "stuck: a handler ran %.1f s in uninterruptible code",
+                     (double)(now - since) / 1e9);
+            pthread_mutex_unlock(&a->mu);
+        }
     }
 }
 
@@ -1466,21 +1546,27 @@ struct agents *agents_new(const struct agents_config *cfg, char *err, size_t err
     pthread_condattr_destroy(&ca);
     bus_set_notify(rt->bus, on_notify, rt);
 
-    rt->workers = calloc((size_t)rt->cfg.workers, sizeof *rt->workers);
-    if (!rt->workers || pthread_create(&rt->timer_thread, NULL, timer_main, rt) != 0) {
+    pthread_mutex_init(&rt->w_mu, NULL);
+    rt->cap_workers = rt->cfg.workers * 2;
+    rt->workers = calloc((size_t)rt->cap_workers, sizeof *rt->workers);
+    if (!rt->workers) {
+        snprintf(err, errlen, "out of memory");
+        agents_free(rt);
+        return NULL;
+    }
+    for (int i = 0; i < rt->cfg.workers; i++) {
+        if (start_worker(rt) != 0) {
+            snprintf(err, errlen, "cannot start the runtime's threads: %s", strerror(errno));
+            agents_free(rt);
+            return NULL;
+        }
+    }
+    if (pthread_create(&rt->timer_thread, NULL, timer_main, rt) != 0) {
         snprintf(err, errlen, "cannot start the runtime's threads");
         agents_free(rt);
         return NULL;
     }
     rt->timer_started = 1;
-    for (int i = 0; i < rt->cfg.workers; i++) {
-        if (pthread_create(&rt->workers[i], NULL, worker_main, rt) != 0) {
-            snprintf(err, errlen, "cannot start the runtime's threads: %s", strerror(errno));
-            agents_free(rt);
-            return NULL;
-        }
-        rt->nworkers++;
-    }
     return rt;
 }
 
@@ -1494,8 +1580,12 @@ void agents_stop(struct agents *rt) {
     pthread_mutex_lock(&rt->t_mu);
     pthread_cond_broadcast(&rt->t_cv);
     pthread_mutex_unlock(&rt->t_mu);
-    for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i], NULL);
+    /* The timer thread (the watchdog) may start workers: join it first. */
     if (rt->timer_started) pthread_join(rt->timer_thread, NULL);
+    pthread_mutex_lock(&rt->w_mu);
+    int n = rt->nworkers;
+    pthread_mutex_unlock(&rt->w_mu);
+    for (int i = 0; i < n; i++) pthread_join(rt->workers[i].tid, NULL);
 }
 
 void agents_free(struct agents *rt) {
@@ -1549,5 +1639,6 @@ void agents_free(struct agents *rt) {
     pthread_mutex_destroy(&rt->c_mu);
     pthread_mutex_destroy(&rt->t_mu);
     pthread_cond_destroy(&rt->t_cv);
+    pthread_mutex_destroy(&rt->w_mu);
     free(rt);
 }

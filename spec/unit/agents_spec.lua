@@ -486,6 +486,31 @@ describe("agent runtime", function()
     end)
   end)
 
+  describe("the watchdog", function()
+    it("starts another worker when one is stuck in C code no hook can stop, so other agents go on", function()
+      rt = runtime({ workers = 1, seconds = 0.1, instructions = 1e10, memory = 256 * 1024 * 1024 })
+      load(rt, [[
+        local t = {}
+        return { name = "sorter", description = "d", on = {
+          inform = function() local n = #t for i = n + 1, n + 200000 do t[i] = (i * 7919) % 1000003 end end,
+          request = function() table.sort(t) return #t end,
+        } }
+      ]])
+      load(rt, ECHO)
+      for _ = 1, 20 do -- 4 million numbers, 200,000 per run (each run well inside its 0.1 s slice)
+        rt:send({ performative = "inform", receiver = "sorter", sender = "spec", content = "1" })
+      end
+      assert.is_true(wait_for(function() return status_of(rt, "sorter").handled == 20 end, 30))
+      local t = socket.gettime()
+      local replies = rt:requests({ { "sorter", "1" }, { "echo", '"meanwhile"' } }, 30)
+      local sorted_at, echoed_at = replies[1].created_at - t, replies[2].created_at - t
+      assert.equal("meanwhile", json.decode(replies[2].content).got)
+      -- one worker: without the watchdog the echo would wait for the whole sort
+      assert.is_true(echoed_at < sorted_at - 0.2, ("echo at %.2f s, sort done at %.2f s"):format(echoed_at, sorted_at))
+      assert.matches("^stuck", status_of(rt, "sorter").last_error)
+    end)
+  end)
+
   describe("versions", function()
     it("swaps a new version in while a running handler finishes on the old one", function()
       rt = runtime()
