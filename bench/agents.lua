@@ -188,9 +188,8 @@ local function suspended(n, seconds)
   local base = ask(rt, "sleeper", "query")
   collectgarbage()
   local rss0 = proc_kb("VmRSS")
-  for _ = 1, n do
-    assert(rt:send({ performative = "request", receiver = "sleeper", sender = "bench", content = tostring(seconds) }) == 0)
-  end
+  local env = { performative = "request", receiver = "sleeper", sender = "bench", content = tostring(seconds) }
+  for _ = 1, n do assert(rt:send(env) == 0) end
   local s
   repeat s = ask(rt, "sleeper", "query") until s.asleep == n
   local rss1 = proc_kb("VmRSS")
