@@ -494,6 +494,16 @@ static void run_failed(struct agent *a, struct run *r, const char *err) {
 
 static void crash(struct agent *a, struct state *st, const char *err);
 
+/* Arms r's run_timeout the first time it waits. A run that never waits ends within its slice, and
+ * most handlers never wait: a timer per run would fill the heap with one dead entry per message
+ * for run_timeout (300 s), and take the timer lock on every message. */
+static void arm_abandon(struct agent *a, struct run *r) {
+    if (r->abandon_armed) return;
+    r->abandon_armed = 1;
+    struct timer t = {.when = r->started + a->rt->cfg.run_timeout, .kind = IT_ABANDON, .agent = a, .run_id = r->id};
+    if (add_timer(a->rt, &t)) log_error("agents: out of memory arming a timer");
+}
+
 /* Resumes r with the nargs values on its coroutine's stack and deals with the outcome. */
 static void resume(struct agent *a, struct run *r, int nargs) {
     struct state *st = r->st;
@@ -507,6 +517,7 @@ static void resume(struct agent *a, struct run *r, int nargs) {
     if (status == SANDBOX_YIELD) {
         int host = nres >= 1 && lua_touserdata(r->co, -nres) == &sandbox_host_yield_key;
         lua_pop(r->co, nres);
+        arm_abandon(a, r);
         if (host && r->wait_seq != seq_before) {
             r->waiting = 1; /* agents_wait_begin ran: its completion resumes the run */
             return;
@@ -625,9 +636,6 @@ static void start_run(struct agent *a, struct bus_envelope *env) {
         r->co = sandbox_thread_new(st->sb, &r->ref, err, sizeof err);
         if (r->co && lua_checkstack(r->co, 3)) {
             lua_xmove(L, r->co, 2);
-            struct timer t = {.when = r->started + a->rt->cfg.run_timeout, .kind = IT_ABANDON, .agent = a,
-                              .run_id = r->id};
-            add_timer(a->rt, &t);
             resume(a, r, 2);
             return;
         }

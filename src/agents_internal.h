@@ -24,6 +24,7 @@ struct run {
     unsigned long wait_seq;       /* which wait: completions of older ones are dropped */
     char wait_reply[64];          /* reply_with of an outstanding orrery.bus.request, "" if none */
     int replied;                  /* a reply to msg was sent */
+    int abandon_armed;            /* its run_timeout timer is set (at its first wait) */
     struct run *prev, *next;      /* the state's runs */
 };
 

@@ -25,27 +25,31 @@ local PERFORMATIVES = {
 }
 M.performatives = PERFORMATIVES
 
+local reply = bus.reply
+local decode = json.decode
+
+-- ctx's methods. A ctx is made for every message, so it holds only the message's own fields; its
+-- logger (a table and four closures) is made on first use of ctx.log.
 local Ctx = {}
-Ctx.__index = Ctx
 
 function Ctx:reply(performative, content)
   if self.replied then error("ctx:reply: this message was already answered", 2) end
   self.replied = true
-  return bus.reply(performative, content)
+  return reply(performative, content)
 end
 
 -- Returns the reply when it is an inform/agree/accept/propose; nil, error, reply for failure,
 -- refuse and reject (error is content.error or the performative); nil, "timeout" | "busy" |
 -- "unknown_agent" when no reply came.
 function Ctx.request(_, agent, content, opts)
-  local reply, err = bus.request(agent, content, opts)
-  if not reply then return nil, err end
-  local p = reply.performative
+  local r, err = bus.request(agent, content, opts)
+  if not r then return nil, err end
+  local p = r.performative
   if p == "failure" or p == "refuse" or p == "reject" then
-    local c = reply.content
-    return nil, type(c) == "table" and c.error or p, reply
+    local c = r.content
+    return nil, type(c) == "table" and c.error or p, r
   end
-  return reply
+  return r
 end
 
 function Ctx.send(_, agent, performative, content, opts)
@@ -79,6 +83,17 @@ local function logger(agent, msg)
   return { debug = at("debug"), info = at("info"), warn = at("warn"), error = at("error") }
 end
 
+local CtxMeta = {
+  __index = function(ctx, key)
+    if key == "log" then
+      local log = logger(ctx.agent, ctx.message)
+      rawset(ctx, "log", log)
+      return log
+    end
+    return Ctx[key]
+  end,
+}
+
 local function new_ctx(module, msg)
   return setmetatable({
     agent = module.name,
@@ -86,8 +101,7 @@ local function new_ctx(module, msg)
     user_id = msg.user_id,
     conversation_id = msg.conversation_id,
     replied = false,
-    log = logger(module.name, msg),
-  }, Ctx)
+  }, CtxMeta)
 end
 
 local function expects_reply(msg)
@@ -98,7 +112,7 @@ end
 -- The runtime's entry point for one message.
 function M.dispatch(module, msg)
   if msg.content ~= nil then
-    local value, err = json.decode(msg.content)
+    local value, err = decode(msg.content)
     if err then error("message content is not JSON: " .. tostring(err), 0) end
     msg.content = value
   end
