@@ -439,7 +439,13 @@ static void run_end(struct agent *a, struct run *r) {
     if (r->next) r->next->prev = r->prev;
     st->live--;
     atomic_fetch_sub(&a->live, 1);
-    if (r->ref != LUA_NOREF) sandbox_unref(st->sb, r->ref);
+    if (r->returned && st->nspare < (int)(sizeof st->spare / sizeof st->spare[0]) &&
+        lua_status(r->co) == LUA_OK && lua_gettop(r->co) == 0) {
+        st->spare[st->nspare] = r->co; /* still anchored by r->ref */
+        st->spare_ref[st->nspare++] = r->ref;
+    } else if (r->ref != LUA_NOREF) {
+        sandbox_unref(st->sb, r->ref);
+    }
     if (a->rt->hooks.handled && r->msg) a->rt->hooks.handled(a->rt->hooks.ud, a->name, r->msg->id);
     bus_envelope_free(r->msg);
     free(r);
@@ -540,6 +546,7 @@ static void resume(struct agent *a, struct run *r, int nargs) {
     }
     if (status == SANDBOX_OK) {
         lua_pop(r->co, nres);
+        r->returned = 1;
         atomic_fetch_add(&a->handled, 1);
         if (r->msg && expects_reply(r->msg) && !r->replied)
             answer_failure(a, r->msg, "no_reply", "the handler returned without replying");
@@ -632,6 +639,16 @@ static void start_run(struct agent *a, struct bus_envelope *env) {
     struct start_args s = {st, env};
     char err[256];
     if (push_main(st, push_start, &s) == 3) {
+        if (st->nspare > 0 && lua_checkstack(st->spare[st->nspare - 1], 3)) {
+            /* A coroutine whose handler returned is a fresh one to Lua (status OK, no call in
+             * progress): reusing it spares a thread's allocation and collection per message. It
+             * stays marked as the host's, so scripts still cannot resume or close it. */
+            r->co = st->spare[--st->nspare];
+            r->ref = st->spare_ref[st->nspare];
+            lua_xmove(L, r->co, 3); /* dispatch, module, msg: the body first */
+            resume(a, r, 2);
+            return;
+        }
         lua_rotate(L, -3, -1); /* module, msg, dispatch: the body goes on top */
         r->co = sandbox_thread_new(st->sb, &r->ref, err, sizeof err);
         if (r->co && lua_checkstack(r->co, 3)) {

@@ -25,6 +25,7 @@ struct run {
     char wait_reply[64];          /* reply_with of an outstanding orrery.bus.request, "" if none */
     int replied;                  /* a reply to msg was sent */
     int abandon_armed;            /* its run_timeout timer is set (at its first wait) */
+    int returned;                 /* the handler returned: its coroutine can serve another run */
     struct run *prev, *next;      /* the state's runs */
 };
 
@@ -38,6 +39,8 @@ struct state {
     int live;
     struct run *current;          /* the run being resumed now, NULL outside one */
     struct state *next;           /* retiring states */
+    lua_State *spare[4];          /* coroutines of runs that returned, for the next runs */
+    int spare_ref[4], nspare;
 };
 
 /* The state of lua_State L (stored in its extra space). */
