@@ -71,12 +71,21 @@ static void copy_field(char *dst, size_t size, lua_State *L, int t, const char *
     lua_pop(L, 1);
 }
 
+/* Copies src into dst[size], cut to fit (every message sent goes through here: no printf). */
+static void copy_str(char *dst, size_t size, const char *src) {
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* An envelope from this run: sender the agent, user and conversation from the message handled. */
 static void base_envelope(struct run *r, struct bus_envelope *env) {
     memset(env, 0, sizeof *env);
-    snprintf(env->sender, sizeof env->sender, "%s", agents_agent_name(r->st->agent));
-    snprintf(env->user_id, sizeof env->user_id, "%s", r->msg ? r->msg->user_id : "");
-    snprintf(env->conversation_id, sizeof env->conversation_id, "%s", r->msg ? r->msg->conversation_id : "");
+    copy_str(env->sender, sizeof env->sender, agents_agent_name(r->st->agent));
+    if (r->msg) {
+        copy_str(env->user_id, sizeof env->user_id, r->msg->user_id);
+        copy_str(env->conversation_id, sizeof env->conversation_id, r->msg->conversation_id);
+    }
 }
 
 static const char *bus_error(int rc) {
@@ -204,7 +213,7 @@ static int l_request(lua_State *L) {
     if (bus_uuid4(rnd) != BUS_OK) return luaL_error(L, "orrery.bus.request: no randomness");
     snprintf(env.reply_with, sizeof env.reply_with, "r%llx.%lx.%.8s%.4s", tok.run_id, tok.wait_seq, rnd, rnd + 9);
     env.content = encode(L, 2);
-    snprintf(r->wait_reply, sizeof r->wait_reply, "%s", env.reply_with);
+    copy_str(r->wait_reply, sizeof r->wait_reply, env.reply_with);
     char err[128];
     int rc = bus_envelope_validate(&env, err, sizeof err) == BUS_OK ? agents_send(rt, &env) : BUS_INVALID;
     free(env.content);

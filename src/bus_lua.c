@@ -313,11 +313,11 @@ void bus_lua_push_envelope(lua_State *L, const struct bus_envelope *e) {
         size_t size;
         const char *s = field_ptr((struct bus_envelope *)e, i, &size);
         if (!*s) continue;
-        lua_pushstring(L, s);
+        lua_pushlstring(L, s, strnlen(s, size)); /* not lua_pushstring: its cache costs two strcmp a field */
         lua_setfield(L, -2, STRING_FIELDS[i]);
     }
     if (e->content) {
-        lua_pushstring(L, e->content);
+        lua_pushlstring(L, e->content, strlen(e->content));
         lua_setfield(L, -2, "content");
     }
     lua_pushnumber(L, e->created_at);
