@@ -111,8 +111,10 @@ local PUB = [[return { name = "pub", description = "publishes", on = { request =
   local c = msg.content
   local subs = {}
   for i = 1, c.subscribers do subs[i] = "sub" .. i end
-  for _ = 1, c.count // c.chunk do
-    for i = 1, c.chunk do ctx:publish("bench.tick", i) end
+  local left = c.count
+  while left > 0 do
+    for i = 1, math.min(c.chunk, left) do ctx:publish("bench.tick", i) end
+    left = left - c.chunk
     for _, s in ipairs(subs) do assert(ctx:request(s, "sync")) end
   end
   return true
