@@ -220,8 +220,8 @@ end
 local parts = {}
 
 function parts.trips()
-  local rps, t = round_trips(200, 250)
-  print(string.format("agents: %.0f round trips/s between two Lua agents (200 concurrent handlers x 250 "
+  local rps, t = round_trips(200, 500)
+  print(string.format("agents: %.0f round trips/s between two Lua agents (200 concurrent handlers x 500 "
     .. "sequential ctx:request, %d workers, best of 3: %.2f s)", rps, WORKERS, t))
 end
 
