@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "bus_lua.h"
 #include "lua_core.h"
 
 /* ---- Self-test: senders, a consumer and a churn thread on one bus ---- */
@@ -269,9 +270,8 @@ static char *field_ptr(struct bus_envelope *e, int i, size_t *size) {
     return ptrs[i];
 }
 
-/* Reads the table at idx into *e (content malloc'd: caller clears). Raises on misuse; e->content
- * is freed before raising. */
-static void check_envelope(lua_State *L, int idx, struct bus_envelope *e) {
+/* See bus_lua.h. */
+void bus_lua_check_envelope(lua_State *L, int idx, struct bus_envelope *e) {
     luaL_checktype(L, idx, LUA_TTABLE);
     memset(e, 0, sizeof *e);
     for (int i = 0; STRING_FIELDS[i]; i++) {
@@ -306,7 +306,8 @@ static void check_envelope(lua_State *L, int idx, struct bus_envelope *e) {
     }
 }
 
-static void push_envelope(lua_State *L, const struct bus_envelope *e) {
+/* See bus_lua.h. */
+void bus_lua_push_envelope(lua_State *L, const struct bus_envelope *e) {
     lua_createtable(L, 0, 12); /* stack: env */
     for (int i = 0; STRING_FIELDS[i]; i++) {
         size_t size;
@@ -371,7 +372,7 @@ static int l_unregister(lua_State *L) {
 static int l_send(lua_State *L) {
     struct bus *bus = checkbus(L);
     struct bus_envelope e;
-    check_envelope(L, 2, &e);
+    bus_lua_check_envelope(L, 2, &e);
     int rc = bus_send(bus, &e);
     bus_envelope_clear(&e);
     switch (rc) {
@@ -387,7 +388,7 @@ static int l_send(lua_State *L) {
 static int l_publish(lua_State *L) {
     struct bus *bus = checkbus(L);
     struct bus_envelope e;
-    check_envelope(L, 2, &e);
+    bus_lua_check_envelope(L, 2, &e);
     int n = bus_publish(bus, &e);
     bus_envelope_clear(&e);
     if (n == BUS_INVALID) return luaL_error(L, "invalid topic '%s'", e.topic);
@@ -416,7 +417,7 @@ static int l_take(lua_State *L) {
     struct bus_envelope *e;
     int rc = bus_take(checkbus(L), luaL_checkstring(L, 2), &e);
     if (rc == BUS_OK) {
-        push_envelope(L, e);
+        bus_lua_push_envelope(L, e);
         bus_envelope_free(e);
         return 1;
     }
@@ -470,14 +471,14 @@ static int l_from_json(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
-    push_envelope(L, e);
+    bus_lua_push_envelope(L, e);
     bus_envelope_free(e);
     return 1;
 }
 
 static int l_to_json(lua_State *L) {
     struct bus_envelope e;
-    check_envelope(L, 1, &e);
+    bus_lua_check_envelope(L, 1, &e);
     char *s = bus_envelope_to_json(&e);
     bus_envelope_clear(&e);
     if (!s) return luaL_error(L, "out of memory");
@@ -488,11 +489,11 @@ static int l_to_json(lua_State *L) {
 
 static int l_refuse_busy(lua_State *L) {
     struct bus_envelope e, out;
-    check_envelope(L, 1, &e);
+    bus_lua_check_envelope(L, 1, &e);
     int rc = bus_refuse_busy(&e, &out);
     bus_envelope_clear(&e);
     if (rc != BUS_OK) return luaL_error(L, "bus_refuse_busy failed");
-    push_envelope(L, &out);
+    bus_lua_push_envelope(L, &out);
     bus_envelope_clear(&out);
     return 1;
 }
