@@ -120,13 +120,23 @@ static void row_key(char out[104], const char *id, const char *receiver) {
     snprintf(out + i, 104 - i, "%s", receiver);
 }
 
-/* libpq's message (several lines) as one line for logs and err. */
+/* libpq's message (several lines, tab-indented) as one line for logs and err: every run of
+ * whitespace becomes one space. */
 static void one_line(char *dst, size_t len, const char *msg) {
+    if (!len) return;
     if (!msg || !*msg) msg = "unknown error";
-    snprintf(dst, len, "%s", msg);
-    for (char *p = dst; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
-    for (size_t n = strlen(dst); n > 0 && dst[n - 1] == ' '; n--) dst[n - 1] = '\0';
+    size_t n = 0;
+    int space = 0;
+    for (const char *p = msg; *p && n + 1 < len; p++) {
+        if (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') {
+            space = n > 0;
+            continue;
+        }
+        if (space && n + 2 < len) dst[n++] = ' ';
+        space = 0;
+        dst[n++] = *p;
+    }
+    dst[n] = '\0';
 }
 
 static const char *sqlstate(const PGresult *r) {
@@ -159,8 +169,15 @@ static long long random_key(void) {
 
 static PGconn *pg_connect(const char *url, char *err, size_t errlen) {
     /* expand_dbname: the URL is split into its parameters; the keywords after it win. */
-    const char *keys[] = {"dbname", "connect_timeout", "application_name", "options", NULL};
-    const char *vals[] = {url, "3", "orrery-msglog", "-c statement_timeout=10000", NULL};
+    /* Keepalives both ways: this side notices a vanished server, and the server drops the session
+     * (and with it the lock: this process's liveness) of a host that vanished within ~25 s
+     * instead of the kernel's two hours. Ignored on Unix sockets, where a crash closes at once. */
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", "options", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", NULL};
+    const char *vals[] = {url, "3", "orrery-msglog",
+                          "-c statement_timeout=10000 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+                          "-c tcp_keepalives_count=3",
+                          "10", "5", "3", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK) {
         PQsetNoticeProcessor(conn, notice_to_log, NULL);
@@ -499,8 +516,9 @@ static int write_tx(struct msglog *ml, const char *rows, const char *users, cons
     int rc = WR_OK;
     if (failed >= 0) {
         PGresult *bad = failed < n ? res[failed] : NULL;
+        const char *m = bad ? PQresultErrorMessage(bad) : "";
         char msg[320];
-        one_line(msg, sizeof msg, bad ? PQresultErrorMessage(bad) : PQerrorMessage(ml->conn));
+        one_line(msg, sizeof msg, *m ? m : PQerrorMessage(ml->conn));
         snprintf(why, whylen, "%s%s%s", bad ? sqlstate(bad) : "", bad ? ": " : "", msg);
         rc = PQstatus(ml->conn) == CONNECTION_OK ? WR_REFUSED : WR_LOST;
     } else if (handled_at >= 0) {
@@ -516,23 +534,24 @@ static int write_tx(struct msglog *ml, const char *rows, const char *users, cons
     return rc;
 }
 
-/* Should the writer give up waiting (for a connection, or on a batch)? */
-static int quitting(struct msglog *ml) {
+/* Should the writer give up waiting (for a connection, or on a batch)? When idle (no batch in
+ * hand), as soon as it is told to stop; with a batch, at the shutdown deadline. */
+static int quitting(struct msglog *ml, int idle) {
     pthread_mutex_lock(&ml->mu);
-    int q = ml->abandon || (ml->stop && mono_ms() >= ml->stop_deadline);
+    int q = ml->abandon || (ml->stop && (idle || mono_ms() >= ml->stop_deadline));
     pthread_mutex_unlock(&ml->mu);
     return q;
 }
 
 /* Makes sure the writer has a live, registered connection, retrying with backoff. 0, or -1 when
  * the writer is told to quit first. */
-static int ensure_connected(struct msglog *ml) {
+static int ensure_connected(struct msglog *ml, int idle) {
     if (ml->conn && PQstatus(ml->conn) == CONNECTION_OK) return 0;
     PQfinish(ml->conn);
     ml->conn = NULL;
     int backoff = BACKOFF_MIN_MS;
     for (;;) {
-        if (quitting(ml)) return -1;
+        if (quitting(ml, idle)) return -1;
         char err[512];
         PGconn *conn = pg_connect(ml->url, err, sizeof err);
         if (conn && register_instance(ml, conn, 0, err, sizeof err) == 0) {
@@ -547,7 +566,7 @@ static int ensure_connected(struct msglog *ml) {
         log_warn("msglog: %s; retrying in %d ms", err, backoff);
         pthread_mutex_lock(&ml->mu);
         long long until = mono_ms() + backoff;
-        while (!ml->abandon && !(ml->stop && mono_ms() >= ml->stop_deadline) && mono_ms() < until)
+        while (!ml->abandon && !(ml->stop && (idle || mono_ms() >= ml->stop_deadline)) && mono_ms() < until)
             if (wait_until(&ml->wake, &ml->mu, ml->stop && ml->stop_deadline < until ? ml->stop_deadline : until) ==
                 ETIMEDOUT)
                 break;
@@ -563,14 +582,14 @@ static char *dump(json_t *v) { return json_dumps(v, JSON_COMPACT); }
 static int write_retrying(struct msglog *ml, const char *rows, const char *users, const char *marks, int *attempts,
                           char *why, size_t whylen) {
     for (;;) {
-        if (ensure_connected(ml) != 0) {
+        if (ensure_connected(ml, 0) != 0) {
             snprintf(why, whylen, "shutting down without a connection");
             return WR_LOST;
         }
         int rc = write_tx(ml, rows, users, marks, why, whylen);
         if (rc != WR_LOST) return rc;
         log_warn("msglog: connection lost while writing (%s)", why);
-        if (++*attempts >= ATTEMPTS_MAX || quitting(ml)) return WR_LOST;
+        if (++*attempts >= ATTEMPTS_MAX || quitting(ml, 0)) return WR_LOST;
     }
 }
 
@@ -673,7 +692,7 @@ static void *writer_main(void *arg) {
                     log_warn("msglog: the database connection was lost; reconnecting");
                     PQfinish(ml->conn);
                     ml->conn = NULL;
-                    ensure_connected(ml);
+                    ensure_connected(ml, 1);
                 }
                 expire_carried(ml);
                 pthread_mutex_lock(&ml->mu);
