@@ -230,6 +230,7 @@ long msglog_write_batch(struct msglog *ml, const struct item *items) {
     int attempts = 0;
     char why[512] = "out of memory", *rows = NULL, *users = NULL, *marks = NULL;
     memset(&b, 0, sizeof b);
+    if (json_object_size(ml->carried)) msglog_expire_carried(ml); /* also under steady traffic */
     if (batch_build(ml, items, &b, &rejected) != 0) goto done;
     size_t nrows = json_array_size(b.rows), nmarks = json_array_size(b.marks);
     if (json_object_size(b.users)) {
@@ -266,8 +267,10 @@ long msglog_write_batch(struct msglog *ml, const struct item *items) {
             free(r1);
             free(u1);
         }
-        if (rc != WR_LOST && marks) rc = write_retrying(ml, NULL, NULL, marks, &attempts, why, sizeof why);
-        if (rc == WR_REFUSED) log_warn("msglog: %zu handled marks refused by the database: %s", nmarks, why);
+        if (rc != WR_LOST && marks) {
+            rc = write_retrying(ml, NULL, NULL, marks, &attempts, why, sizeof why);
+            if (rc == WR_REFUSED) log_warn("msglog: %zu handled marks refused by the database: %s", nmarks, why);
+        }
         if (rc == WR_LOST) written = -1;
     }
     if (written >= 0) {
