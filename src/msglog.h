@@ -33,8 +33,9 @@ struct msglog_stats {
  * lock_key and registers instance_uuid (a canonical UUID) in agent_instances with it, then starts
  * the writer. queue_max (>= 1): records and handled marks waiting at most — a full queue drops
  * and counts, it never blocks; flush_ms (>= 1): the longest a queued record waits for its batch.
- * Refuses an instance_uuid whose registered process is alive. Returns the log (caller frees with
- * msglog_free), or NULL with a message in err. */
+ * Refuses an instance_uuid whose registered process is alive (after waiting up to 2 s for the
+ * session of a run that just died to go). Returns the log (caller frees with msglog_free), or
+ * NULL with a message in err. */
 struct msglog *msglog_new(const char *url, const char *instance_uuid, size_t queue_max, int flush_ms, char *err,
                           size_t errlen);
 /* Writes what is queued (for at most MSGLOG_SHUTDOWN_MS), stops the writer, removes this

@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "log.h"
 #include "msglog_internal.h"
 
 #define CLAIM_CHUNK "1000"     /* rows claimed per redelivery transaction */
+#define REGISTER_WAITS 20      /* 100 ms waits for a previous run's session to go */
 #define CLAIM_CHUNK_N 1000
 
 /* ---- Helpers ---- */
@@ -124,6 +126,7 @@ int msglog_run_tx(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **r
  * 0, or -1 with err. */
 int msglog_register(struct msglog *ml, PGconn *conn, int first, char *err, size_t errlen) {
     char key[24];
+    int waits = 0;
     for (int attempt = 0; attempt < 8; attempt++) {
         if (first || attempt > 0) ml->lock_key = random_key();
         snprintf(key, sizeof key, "%lld", ml->lock_key);
@@ -161,6 +164,14 @@ int msglog_register(struct msglog *ml, PGconn *conn, int first, char *err, size_
         PQclear(res);
         PQclear(PQexecParams(conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, kp, NULL, NULL, 0));
         if (taken) {
+            /* A session whose client just went away (a crash, then a quick restart) still holds its
+             * locks until its backend has exited: a few milliseconds, so wait a little first. */
+            if (++waits <= REGISTER_WAITS) {
+                struct timespec ts = {0, 100 * 1000000L};
+                nanosleep(&ts, NULL);
+                attempt--;
+                continue;
+            }
             snprintf(err, errlen, "instance %s is already running (its lock is held)", ml->instance);
             return -1;
         }

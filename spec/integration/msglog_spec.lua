@@ -273,9 +273,11 @@ describe("message log", function()
     it("refuses a second live process with the same instance id", function()
       local id = uuid()
       new_log(id)
+      local t0 = h.now()
       local again, err = core.msglog_new(url, id)
       assert.is_nil(again)
       assert.matches("already running", err)
+      assert.is_true(h.now() - t0 >= 1.9, "it first waits for a session that may be going away")
       assert.is_true(contains(live_instances(), id), "the first one keeps its registration")
     end)
 
@@ -333,6 +335,20 @@ describe("message log", function()
     end)
   end)
 
+  -- A crash: the log stops writing and closes its session; the server releases the session's
+  -- lock when its backend has exited, a moment later, and only then is the process dead.
+  local function crash(log, id)
+    log:abandon()
+    local deadline = h.now() + 10
+    local function held()
+      return sql("SELECT count(*) FROM agent_instances i JOIN pg_locks l ON l.locktype = 'advisory' " ..
+        "AND l.objid = (i.lock_key & 4294967295)::oid AND l.classid = ((i.lock_key >> 32) & 4294967295)::oid " ..
+        "WHERE i.id = '" .. id .. "'")[1] ~= "0"
+    end
+    while held() and h.now() < deadline do h.sleep(0.02) end
+    assert.is_false(held(), "the crashed session's lock is gone")
+  end
+
   describe("redelivery", function()
     -- Earlier tests' logs are closed, so their pending rows are up for grabs: settle them first.
     before_each(function() sql("UPDATE agent_messages SET state = 'handled' WHERE state = 'pending'") end)
@@ -357,7 +373,7 @@ describe("message log", function()
       assert.is_true(a:handled("bob", p[1].id))
       assert.is_true(a:flush(5000))
       assert.is_true(a:handled("carol", p[2].id)) -- not written: the crash comes first
-      a:abandon()
+      crash(a, dead_id)
       assert.same({ "1" }, sql("SELECT count(*) FROM agent_instances WHERE id = '" .. dead_id .. "'"))
 
       local b_id = uuid()
@@ -394,13 +410,13 @@ describe("message log", function()
       for _, r in ipairs(rows("live")) do assert.equal("pending", r.state) end
     end)
 
-    it("takes its own previous run's rows (same instance id), not this run's", function()
+    it("takes its own previous run's rows (same instance id, restarted at once), not this run's", function()
       local id = uuid()
       local first = new_log(id, 100, 60000)
       local old = envelope({ conversation_id = "self" })
       assert.is_true(first:record(old, true))
       assert.is_true(first:flush(5000))
-      first:abandon()
+      first:abandon() -- and restart at once: registering waits for the old session's lock to go
       local second = new_log(id, 100, 60000)
       local new = envelope({ conversation_id = "self" })
       assert.is_true(second:record(new, true))
@@ -423,12 +439,13 @@ describe("message log", function()
 
     it("never gives the same row to two processes claiming at the same moment", function()
       local n = 3000
-      local dead = new_log(nil, n + 10, 60000)
+      local dead_id = uuid()
+      local dead = new_log(dead_id, n + 10, 60000)
       for i = 1, n do
         assert.is_true(dead:record(envelope({ conversation_id = "race", created_at = 1700002000 + i / 1000 }), true))
       end
       assert.is_true(dead:flush(30000))
-      dead:abandon()
+      crash(dead, dead_id)
       local dir = h.tmpdir()
       defer(function() os.execute("rm -rf " .. h.quote(dir)) end)
       local script = dir .. "/claim.lua"
