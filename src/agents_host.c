@@ -8,6 +8,32 @@
 #include "agents_store.h"
 #include "aio.h"
 #include "log.h"
+#include "msglog.h"
+
+#define MSGLOG_QUEUE 200000
+#define MSGLOG_FLUSH_MS 50
+
+/* ---- Hooks: the runtime's envelopes go to the message log (and, later, to the replicas) ---- */
+
+static void hook_record(void *ud, const struct bus_envelope *env, int pending) {
+    struct app *app = ud;
+    if (app->msglog) msglog_record(app->msglog, env, pending);
+}
+
+static void hook_handled(void *ud, const char *agent, const char *envelope_id) {
+    struct app *app = ud;
+    if (app->msglog) msglog_handled(app->msglog, agent, envelope_id);
+}
+
+/* A message a dead process had accepted but not handled: delivered here once. */
+static void redeliver_one(void *ud, struct bus_envelope *env) {
+    struct app *app = ud;
+    int rc = agents_deliver(app->agents, env, 0);
+    if (rc < 0)
+        log_warn("agents: redelivered %s to '%s' failed (%s)", env->id, env->receiver,
+                 rc == BUS_UNKNOWN ? "no such agent now" : rc == BUS_FULL ? "mailbox full" : "invalid");
+    bus_envelope_free(env);
+}
 
 int agents_host_start(struct app *app, char *err, size_t errlen) {
     const struct config *cfg = app->cfg;
@@ -33,10 +59,24 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
     app->agents = agents_new(&ac, err, errlen);
     if (!app->agents) return -1;
     log_info("agents: runtime started (%d workers)", ac.workers);
+    /* The message log needs the database at start; without it agents run unrecorded this time. */
+    char why[512];
+    app->msglog = msglog_new(cfg->database_url, app->instance, MSGLOG_QUEUE, MSGLOG_FLUSH_MS, why, sizeof why);
+    if (!app->msglog)
+        log_warn("agents: the message log is off for this run (%s): envelopes are not recorded or redelivered", why);
+    struct agents_hooks hooks = {.record = hook_record, .handled = hook_handled, .ud = app};
+    agents_set_hooks(app->agents, &hooks);
     if (agents_store_start(app) != 0) {
         snprintf(err, errlen, "out of memory");
         agents_host_stop(app);
         return -1;
+    }
+    if (app->msglog) {
+        int n = msglog_redeliver(app->msglog, redeliver_one, app, why, sizeof why);
+        if (n < 0)
+            log_warn("agents: redelivery failed: %s", why);
+        else if (n > 0)
+            log_info("agents: redelivered %d messages accepted by processes that stopped before handling them", n);
     }
     return 0;
 }
@@ -50,6 +90,8 @@ void agents_host_stop(struct app *app) {
     agents_stop(app->agents); /* no handler runs now: the I/O loop can go */
     aio_free(app->aio);
     app->aio = NULL;
+    msglog_free(app->msglog); /* writes what is queued */
+    app->msglog = NULL;
     agents_free(app->agents);
     app->agents = NULL;
 }
