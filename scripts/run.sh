@@ -16,6 +16,7 @@ export ORRERY_LISTEN="${ORRERY_LISTEN:-127.0.0.1:8080}"
 export ORRERY_ENV="${ORRERY_ENV:-development}"
 export ORRERY_MIGRATIONS_DIR="${ORRERY_MIGRATIONS_DIR:-$ROOT/migrations}"
 export ORRERY_AGENTS_DIR="${ORRERY_AGENTS_DIR:-$ROOT/agents}"
+export ORRERY_LIB_DIR="${ORRERY_LIB_DIR:-$ROOT/lib}"
 if [[ -z "${ORRERY_JWT_SECRET:-}" ]]; then
   # Development only: a random secret kept under .data/ so tokens survive a restart.
   if [[ ! -s .data/jwt-secret ]]; then
@@ -23,6 +24,12 @@ if [[ -z "${ORRERY_JWT_SECRET:-}" ]]; then
     echo "run: generated a development JWT secret in .data/jwt-secret"
   fi
   ORRERY_JWT_SECRET=$(cat .data/jwt-secret); export ORRERY_JWT_SECRET
+fi
+if [[ -z "${ORRERY_INSTANCE_ID:-}" ]]; then
+  # One stable id for this checkout's server: after a crash, the next start redelivers at once
+  # what the last one accepted but had not handled (docs/messages.md).
+  [[ -s .data/instance-id ]] || cat /proc/sys/kernel/random/uuid > .data/instance-id
+  ORRERY_INSTANCE_ID=$(cat .data/instance-id); export ORRERY_INSTANCE_ID
 fi
 BIN="${ORRERY_BIN:-$ROOT/build/bin/orrery}"
 

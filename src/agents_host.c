@@ -1,16 +1,39 @@
-/* agents_host — see agents_host.h. */
+/* agents_host — see agents_host.h. Where the sources come from (files, the database, the
+ * watcher) is agents_store's business. */
 #include "agents_host.h"
 
-#include <dirent.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "agents.h"
+#include "agents_store.h"
 #include "aio.h"
 #include "log.h"
+#include "msglog.h"
 
-#define AGENT_FILE_MAX (1 << 20)
+#define MSGLOG_QUEUE 200000
+#define MSGLOG_FLUSH_MS 50
+
+/* ---- Hooks: the runtime's envelopes go to the message log (and, later, to the replicas) ---- */
+
+static void hook_record(void *ud, const struct bus_envelope *env, int pending) {
+    struct app *app = ud;
+    if (app->msglog) msglog_record(app->msglog, env, pending);
+}
+
+static void hook_handled(void *ud, const char *agent, const char *envelope_id) {
+    struct app *app = ud;
+    if (app->msglog) msglog_handled(app->msglog, agent, envelope_id);
+}
+
+/* A message a dead process had accepted but not handled: delivered here once. */
+static void redeliver_one(void *ud, struct bus_envelope *env) {
+    struct app *app = ud;
+    int rc = agents_deliver(app->agents, env, 0);
+    if (rc < 0)
+        log_warn("agents: redelivered %s to '%s' failed (%s)", env->id, env->receiver,
+                 rc == BUS_UNKNOWN ? "no such agent now" : rc == BUS_FULL ? "mailbox full" : "invalid");
+    bus_envelope_free(env);
+}
 
 int agents_host_start(struct app *app, char *err, size_t errlen) {
     const struct config *cfg = app->cfg;
@@ -35,83 +58,40 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
     ac.aio = app->aio;
     app->agents = agents_new(&ac, err, errlen);
     if (!app->agents) return -1;
-    int n = agents_host_load_dir(app, cfg->agents_dir);
-    log_info("agents: %d loaded from %s (%d workers)", n, cfg->agents_dir, ac.workers);
+    log_info("agents: runtime started (%d workers)", ac.workers);
+    /* The message log needs the database at start; without it agents run unrecorded this time. */
+    char why[512];
+    app->msglog = msglog_new(cfg->database_url, app->instance, MSGLOG_QUEUE, MSGLOG_FLUSH_MS, why, sizeof why);
+    if (!app->msglog)
+        log_warn("agents: the message log is off for this run (%s): envelopes are not recorded or redelivered", why);
+    struct agents_hooks hooks = {.record = hook_record, .handled = hook_handled, .ud = app};
+    agents_set_hooks(app->agents, &hooks);
+    if (agents_store_start(app) != 0) {
+        snprintf(err, errlen, "out of memory");
+        agents_host_stop(app);
+        return -1;
+    }
+    if (app->msglog) {
+        int n = msglog_redeliver(app->msglog, redeliver_one, app, why, sizeof why);
+        if (n < 0)
+            log_warn("agents: redelivery failed: %s", why);
+        else if (n > 0)
+            log_info("agents: redelivered %d messages accepted by processes that stopped before handling them", n);
+    }
     return 0;
 }
 
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Reads path whole (at most AGENT_FILE_MAX bytes). Malloc'd, NULL with err. */
-static char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open");
-        return NULL;
-    }
-    char *buf = malloc(AGENT_FILE_MAX + 1);
-    size_t n = buf ? fread(buf, 1, AGENT_FILE_MAX + 1, f) : 0;
-    fclose(f);
-    if (!buf || n > AGENT_FILE_MAX) {
-        snprintf(err, errlen, buf ? "larger than %d bytes" : "out of memory", AGENT_FILE_MAX);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 int agents_host_load_dir(struct app *app, const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) {
-        log_warn("agents: cannot open the agents directory %s", dir);
-        return 0;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
-        if (n == cap) {
-            char **more = realloc(names, (cap = cap ? cap * 2 : 16) * sizeof *names);
-            if (!more) break;
-            names = more;
-        }
-        if (!(names[n] = strdup(e->d_name))) break;
-        n++;
-    }
-    closedir(d);
-    qsort(names, n, sizeof *names, by_name);
-    int loaded = 0;
-    for (size_t i = 0; i < n; i++) {
-        char path[1024], chunk[1100], err[1024], name[BUS_NAME_MAX + 1];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        snprintf(chunk, sizeof chunk, "@%s", path);
-        size_t len;
-        char *src = read_file(path, &len, err, sizeof err);
-        if (src && agents_load(app->agents, chunk, src, len, 0, name, err, sizeof err) == 0) {
-            log_info("agents: loaded '%s' from %s", name, path);
-            loaded++;
-        } else {
-            json_t *f = json_pack("{s:s}", "file", path);
-            log_fields(LOG_ERROR, f, "agents: %s: %s (skipped)", path, err);
-            json_decref(f);
-        }
-        free(src);
-        free(names[i]);
-    }
-    free(names);
-    return loaded;
+    return agents_store_load_dir(app, dir);
 }
 
 void agents_host_stop(struct app *app) {
+    agents_store_stop(app);   /* no more loads */
     agents_stop(app->agents); /* no handler runs now: the I/O loop can go */
     aio_free(app->aio);
     app->aio = NULL;
+    msglog_free(app->msglog); /* writes what is queued */
+    app->msglog = NULL;
     agents_free(app->agents);
     app->agents = NULL;
 }

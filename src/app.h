@@ -12,6 +12,7 @@
 
 struct agents;
 struct aio;
+struct agents_store;
 struct http_server;
 struct msglog;
 struct replica;
@@ -30,6 +31,10 @@ struct app {
     struct ratelimit *rate_account; /* failed logins per account per 15 minutes */
     struct agents *agents;          /* the agent runtime (src/agents.h) */
     struct aio *aio;                /* the agents' database and HTTP I/O loop (src/aio.h) */
+    struct agents_store *agents_store; /* where agent sources come from (src/agents_store.h) */
+    /* Set by whoever tells the other replicas: called after this process stored and loaded a new
+     * active version of an agent (PUT, rollback). May be NULL. */
+    void (*on_agent_changed)(struct app *app, const char *name, long version);
     struct msglog *msglog;          /* records envelopes in agent_messages (src/msglog.h) */
     struct replica *replica;        /* LISTEN/NOTIFY fan-out to other replicas (src/replica.h) */
     char instance[37];              /* this process's id (UUID), for messages and replicas */

@@ -270,8 +270,7 @@ static char *field_ptr(struct bus_envelope *e, int i, size_t *size) {
     return ptrs[i];
 }
 
-/* Reads the table at idx into *e (content malloc'd: caller clears). Raises on misuse; e->content
- * is freed before raising. */
+/* See bus_lua.h. */
 void bus_lua_check_envelope(lua_State *L, int idx, struct bus_envelope *e) {
     luaL_checktype(L, idx, LUA_TTABLE);
     memset(e, 0, sizeof *e);
@@ -307,6 +306,7 @@ void bus_lua_check_envelope(lua_State *L, int idx, struct bus_envelope *e) {
     }
 }
 
+/* See bus_lua.h. */
 void bus_lua_push_envelope(lua_State *L, const struct bus_envelope *e) {
     lua_createtable(L, 0, 12); /* stack: env */
     for (int i = 0; STRING_FIELDS[i]; i++) {

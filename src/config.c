@@ -14,6 +14,7 @@
 #include <lua.h>
 
 #include "log.h"
+#include "store.h"
 #include "lua_core.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -94,6 +95,7 @@ void config_free(struct config *cfg) {
     free(cfg->agents_dir);
     free(cfg->lib_dir);
     free(cfg->fetch_allow);
+    free(cfg->instance_id);
     free(cfg->ui_dir);
     free(cfg->migrations_dir);
     memset(cfg, 0, sizeof *cfg);
@@ -185,9 +187,14 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
         get_str(get, ud, "ORRERY_AGENTS_DIR", "agents", &cfg->agents_dir) ||
         get_str(get, ud, "ORRERY_LIB_DIR", "lib", &cfg->lib_dir) ||
         get_str(get, ud, "ORRERY_FETCH_ALLOW", NULL, &cfg->fetch_allow) ||
+        get_str(get, ud, "ORRERY_INSTANCE_ID", NULL, &cfg->instance_id) ||
         get_str(get, ud, "ORRERY_UI_DIR", NULL, &cfg->ui_dir) ||
         get_str(get, ud, "ORRERY_MIGRATIONS_DIR", "migrations", &cfg->migrations_dir)) {
         fail(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (cfg->instance_id && !store_is_uuid(cfg->instance_id)) {
+        fail(err, errlen, "ORRERY_INSTANCE_ID: expected a UUID (or unset), got '%.40s'", cfg->instance_id);
         goto fail;
     }
     if (strncmp(cfg->database_url, "postgresql://", 13) && strncmp(cfg->database_url, "postgres://", 11)) {

@@ -49,6 +49,7 @@ struct config {
     int agent_db_connections;  /* ORRERY_AGENT_DB_CONNECTIONS: asynchronous connections for orrery.db */
     char *fetch_allow;         /* ORRERY_FETCH_ALLOW (owned, may be NULL): hosts orrery.http.fetch may reach */
     int fetch_allow_private;   /* ORRERY_FETCH_ALLOW_PRIVATE: 1 = loopback/private addresses allowed */
+    char *instance_id;         /* ORRERY_INSTANCE_ID (owned, may be NULL = a new one per start): a UUID */
     int agents_watch;          /* ORRERY_AGENTS_WATCH: 1 = reload changed files in agents_dir (default
                                 * on in development) */
 };

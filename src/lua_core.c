@@ -22,5 +22,6 @@ int luaopen_orrery_core(lua_State *L) {
     bus_lua_register(L);
     sandbox_lua_register(L);
     agents_lua_register(L);
+    msglog_lua_register(L);
     return 1;
 }

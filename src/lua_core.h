@@ -17,5 +17,6 @@ void rrule_lua_register(lua_State *L);
 void bus_lua_register(lua_State *L);
 void sandbox_lua_register(lua_State *L);
 void agents_lua_register(lua_State *L);
+void msglog_lua_register(lua_State *L);
 
 #endif

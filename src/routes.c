@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+
 static const struct route core_routes[] = {
     {"GET", "/healthz", api_healthz, ROUTE_PUBLIC},
     {"GET", "/readyz", api_readyz, ROUTE_PUBLIC},
@@ -39,7 +40,8 @@ static size_t append(size_t n, const struct route *part) {
 const struct route *routes_table(int with_test_routes, size_t *count) {
     size_t n = 0;
     const struct route *parts[] = {core_routes, api_tasks_routes, api_events_routes, api_calendar_routes,
-                                   api_notes_routes};
+                                   api_notes_routes, api_agents_routes,
+                                   api_agent_messages_routes};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) n = append(n, parts[i]);
     if (with_test_routes) n = append(n, test_routes);
     *count = n;

@@ -16,6 +16,8 @@ extern const struct route api_tasks_routes[];    /* api_tasks.c */
 extern const struct route api_events_routes[];   /* api_events.c */
 extern const struct route api_calendar_routes[]; /* api_calendar.c */
 extern const struct route api_notes_routes[];    /* api_notes.c */
+extern const struct route api_agents_routes[];   /* api_agents.c */
+extern const struct route api_agent_messages_routes[]; /* api_agent_messages.c */
 
 /* api_health.c */
 void api_healthz(struct http_req *req);

@@ -169,7 +169,11 @@ int server_run(const struct config *cfg) {
         .hooks = {.authenticate = api_authenticate, .begin = api_begin, .end = api_end},
         .work = app.work,
     };
-    if (bus_uuid4(app.instance) != BUS_OK || agents_host_start(&app, err, sizeof err) != 0) {
+    if (cfg->instance_id)
+        snprintf(app.instance, sizeof app.instance, "%s", cfg->instance_id);
+    else if (bus_uuid4(app.instance) != BUS_OK)
+        app.instance[0] = '\0';
+    if (!app.instance[0] || agents_host_start(&app, err, sizeof err) != 0) {
         log_error("serve: agents: %s", err);
         goto done;
     }
