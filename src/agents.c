@@ -1441,7 +1441,14 @@ int agents_request(struct agents *rt, const struct bus_envelope *env, double tim
     pthread_mutex_unlock(&rt->c_mu);
     snprintf(c->reply_with, sizeof c->reply_with, "c%llx.%.8s%.4s", c->id, rnd, rnd + 9);
     snprintf(req->reply_with, sizeof req->reply_with, "%s", c->reply_with);
-    c->request = req;
+    /* The client keeps its own copy: once req is in the mailbox, the reply can finish (and free)
+     * the client on a worker while agents_send is still recording req here. */
+    c->request = bus_envelope_copy(req);
+    if (!c->request) {
+        free(c);
+        bus_envelope_free(req);
+        return -1;
+    }
     c->done = done;
     c->ud = ud;
     pthread_mutex_lock(&rt->c_mu);
@@ -1452,6 +1459,7 @@ int agents_request(struct agents *rt, const struct bus_envelope *env, double tim
     struct timer t = {.when = now_mono() + (timeout > 0 ? timeout : rt->cfg.request_timeout), .kind = TM_CLIENT,
                       .client_id = c->id, .error = "timeout"};
     int rc = agents_send(rt, req);
+    bus_envelope_free(req);
     if (rc != BUS_OK) {
         /* Answered from the timer thread, never before this call returns. */
         t.when = 0;
