@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "bus_lua.h"
 #include "lua_core.h"
 
 /* ---- Self-test: senders, a consumer and a churn thread on one bus ---- */
@@ -529,6 +530,12 @@ static int l_bench_publish(lua_State *L) {
     lua_pushnumber(L, s);
     return 1;
 }
+
+/* ---- For other bindings (bus_lua.h) ---- */
+
+void bus_lua_check_envelope(lua_State *L, int idx, struct bus_envelope *e) { check_envelope(L, idx, e); }
+
+void bus_lua_push_envelope(lua_State *L, const struct bus_envelope *e) { push_envelope(L, e); }
 
 void bus_lua_register(lua_State *L) {
     static const luaL_Reg methods[] = {

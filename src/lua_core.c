@@ -21,5 +21,6 @@ int luaopen_orrery_core(lua_State *L) {
     rrule_lua_register(L);
     bus_lua_register(L);
     sandbox_lua_register(L);
+    replica_lua_register(L);
     return 1;
 }

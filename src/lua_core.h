@@ -16,5 +16,6 @@ void ics_lua_register(lua_State *L);
 void rrule_lua_register(lua_State *L);
 void bus_lua_register(lua_State *L);
 void sandbox_lua_register(lua_State *L);
+void replica_lua_register(lua_State *L);
 
 #endif
