@@ -649,12 +649,16 @@ static void *run(void *arg) {
             if (had_conn) {
                 count(r, &r->stats.reconnects, 1);
                 log_info("replica: reconnected and listening again");
+                if (r->h.on_resync) r->h.on_resync(r->h.ud);
             } else {
                 log_info("replica: listening on " REPLICA_CHANNEL_BUS " and " REPLICA_CHANNEL_AGENTS);
             }
             had_conn = 1;
             failures = 0;
             backoff = BACKOFF_MIN_MS;
+            /* pg_connect drained the eventfd, perhaps of replica_free's wake-up: look at `stopping`
+             * again before anything can block. (Every drain is followed by that check.) */
+            continue;
         }
         if (send_queued(r) < 0) {
             drop_conn(r, "connection lost while sending");
@@ -721,6 +725,7 @@ struct replica *replica_new(const char *url, const char *instance_uuid, const st
         free(r);
         return NULL;
     }
+    pthread_setname_np(r->thread, "orrery-replica"); /* visible in top -H and gdb; cosmetic */
     return r;
 }
 

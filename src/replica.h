@@ -39,6 +39,9 @@ struct replica_handlers {
     /* An agent's source changed on another replica (this process's own changes are not echoed). */
     void (*on_agent)(void *ud, const char *name, long version);
     void *ud;
+    /* Listening again after a lost connection: what was sent meanwhile was missed (NOTIFY does not
+     * replay), so re-read from the database what must not be missed (agent versions). May be NULL. */
+    void (*on_resync)(void *ud);
 };
 
 struct replica_stats {
@@ -55,7 +58,7 @@ struct replica_stats {
 /* Starts the replica thread for the database at url; instance_uuid (a UUID, this process's
  * agent_instances id) marks what this process sends. Connecting happens in the thread, so this
  * succeeds while PostgreSQL is down (see replica_stats().connected). Handlers run on the replica
- * thread; either may be NULL. Returns NULL with a message in err on bad arguments or when the
+ * thread; any may be NULL. Returns NULL with a message in err on bad arguments or when the
  * thread cannot start. Caller owns the result (replica_free). */
 struct replica *replica_new(const char *url, const char *instance_uuid, const struct replica_handlers *h, char *err,
                             size_t errlen);

@@ -17,7 +17,7 @@
 #define REPLICA_MT "orrery.replica"
 #define EVENTS_MAX 100000 /* events not yet polled; beyond, they are counted in `lost` */
 
-enum { EV_PUBLISH, EV_AGENT };
+enum { EV_PUBLISH, EV_AGENT, EV_RESYNC };
 
 struct event {
     struct event *next;
@@ -80,6 +80,13 @@ static void on_agent(void *ud, const char *name, long version) {
     put(ud, ev);
 }
 
+static void on_resync(void *ud) {
+    struct event *ev = calloc(1, sizeof *ev);
+    if (!ev) return;
+    ev->kind = EV_RESYNC;
+    put(ud, ev);
+}
+
 static void inbox_free(struct inbox *box) {
     if (!box) return;
     while (box->head) {
@@ -121,7 +128,7 @@ static int l_new(lua_State *L) {
     lr->box = NULL;
     luaL_setmetatable(L, REPLICA_MT);
     if (!(lr->box = inbox_new())) return luaL_error(L, "out of memory");
-    struct replica_handlers h = {on_publish, on_agent, lr->box};
+    struct replica_handlers h = {on_publish, on_agent, lr->box, on_resync};
     char err[256];
     if (!(lr->r = replica_new(url, instance, &h, err, sizeof err))) {
         luaL_pushfail(L);
@@ -170,7 +177,8 @@ static int l_agent_changed(lua_State *L) {
 }
 
 /* r:poll(timeout_ms) -> list of events ({kind = "publish", envelope = {...}} or
- * {kind = "agent", name = ..., version = ...}), waiting at most timeout_ms for the first one. */
+ * {kind = "agent", name = ..., version = ...} or {kind = "resync"} after a reconnection), waiting at
+ * most timeout_ms for the first one. */
 static int l_poll(lua_State *L) {
     struct lreplica *lr = check(L);
     lua_Integer ms = luaL_optinteger(L, 2, 0);
@@ -200,6 +208,9 @@ static int l_poll(lua_State *L) {
             lua_setfield(L, -2, "kind");
             bus_lua_push_envelope(L, ev->env);
             lua_setfield(L, -2, "envelope");
+        } else if (ev->kind == EV_RESYNC) {
+            lua_pushliteral(L, "resync");
+            lua_setfield(L, -2, "kind");
         } else {
             lua_pushliteral(L, "agent");
             lua_setfield(L, -2, "kind");

@@ -221,6 +221,20 @@ describe("replicas over LISTEN/NOTIFY", function()
     assert.same({ kind = "agent", name = "tasks", version = 99 }, got[26])
   end)
 
+  it("closes promptly and flushes however soon after starting it is closed", function()
+    -- replica_free's wake-up can land while the thread is still connecting; it must not be lost.
+    local t0 = h.now()
+    for i = 1, 20 do
+      local c = assert(core.replica_new(url, uuid()))
+      assert.is_true(c:publish(inform("churn.test", cjson.encode({ seq = i }))))
+      c:close()
+    end
+    assert.is_true(h.now() - t0 < 10, "20 open/publish/close took " .. (h.now() - t0) .. " s")
+    local got = collect(b, 20)
+    assert.equal(20, #got)
+    for i = 1, 20 do assert.equal(i, cjson.decode(got[i].envelope.content).seq) end
+  end)
+
   it("reconnects and listens again after its session is killed", function()
     local killed = sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
       .. " WHERE application_name = 'orrery-replica' AND datname = current_database()")
@@ -229,6 +243,9 @@ describe("replicas over LISTEN/NOTIFY", function()
       local sa, sb = a:stats(), b:stats()
       return sa.reconnects == 1 and sb.reconnects == 1 and sa.connected and sb.connected
     end), "replicas did not reconnect")
+    -- Each is told that it may have missed something.
+    assert.same({ { kind = "resync" } }, collect(a, 1))
+    assert.same({ { kind = "resync" } }, collect(b, 1))
     assert.is_true(a:publish(inform("after.restart", '{"ok":true}')))
     assert.is_true(b:agent_changed("notes", 2))
     local got_b, got_a = collect(b, 1), collect(a, 1)
