@@ -254,6 +254,34 @@ describe("replicas over LISTEN/NOTIFY", function()
     assert.same({ { kind = "agent", name = "notes", version = 2 } }, got_a)
   end)
 
+  it("waits out a PostgreSQL restart, queueing, then reconnects and sends", function()
+    -- Stops this worktree's own cluster (like server_spec.lua); restarted even if the test fails.
+    finally(function() h.db_start() end)
+    assert.equal(0, (h.db_stop()))
+    assert.is_true(wait_for(function() return not a:stats().connected and not b:stats().connected end))
+    -- Queued until a is back; b gets it only if it was listening again first (at most once).
+    assert.is_true(a:publish(inform("while.down", '{"queued":true}')))
+    assert.equal(1, a:stats().queued)
+    assert.equal(0, (h.db_start()))
+    assert.is_true(wait_for(function()
+      local sa, sb = a:stats(), b:stats()
+      return sa.connected and sb.connected and sa.queued == 0
+    end, 15), "replicas did not come back")
+    assert.equal(1, a:stats().sent)
+    assert.same({ { kind = "resync" } }, collect(a, 1))
+    assert.is_true(a:publish(inform("after.up", '{"ok":true}')))
+    local topics = {}
+    local deadline = h.now() + 5
+    while topics[#topics] ~= "after.up" and h.now() < deadline do
+      for _, ev in ipairs(b:poll(100)) do
+        topics[#topics + 1] = ev.envelope and ev.envelope.topic or ev.kind
+      end
+    end
+    assert.equal("resync", topics[1])
+    assert.equal("after.up", topics[#topics])
+    assert.is_true(#topics == 2 or (#topics == 3 and topics[2] == "while.down"), table.concat(topics, ","))
+  end)
+
   it("never blocks the publisher: queues while PostgreSQL is unreachable, bounded; closes in bounded time", function()
     local d = assert(core.replica_new("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", uuid()))
     local t0 = h.now()
