@@ -9,6 +9,7 @@
 #include "aio.h"
 #include "log.h"
 #include "msglog.h"
+#include "replica.h"
 
 #define MSGLOG_QUEUE 200000
 #define MSGLOG_FLUSH_MS 50
@@ -23,6 +24,36 @@ static void hook_record(void *ud, const struct bus_envelope *env, int pending) {
 static void hook_handled(void *ud, const char *agent, const char *envelope_id) {
     struct app *app = ud;
     if (app->msglog) msglog_handled(app->msglog, agent, envelope_id);
+}
+
+static void hook_publish(void *ud, const struct bus_envelope *env) {
+    struct app *app = ud;
+    if (app->replica && replica_publish(app->replica, env) != 0)
+        log_warn("agents: the replicas' queue is full: %s on '%s' stays on this replica", env->id, env->topic);
+}
+
+/* ---- From the other replicas ---- */
+
+static void remote_publish(void *ud, struct bus_envelope *env) {
+    struct app *app = ud;
+    agents_deliver(app->agents, env, 1); /* local subscribers only: never published back */
+    bus_envelope_free(env);
+}
+
+static void remote_agent(void *ud, const char *name, long version) {
+    struct app *app = ud;
+    if (agents_store_reload(app, name) < 0)
+        log_warn("agents: another replica changed '%s' to version %ld, which did not load here", name, version);
+}
+
+/* Listening again after a lost connection: notifications may have been missed. */
+static void remote_resync(void *ud) {
+    struct app *app = ud;
+    if (agents_store_sync(app) != 0) log_warn("agents: could not re-read agent versions after reconnecting");
+}
+
+static void tell_replicas(struct app *app, const char *name, long version) {
+    if (app->replica) replica_agent_changed(app->replica, name, version);
 }
 
 /* A message a dead process had accepted but not handled: delivered here once. */
@@ -64,7 +95,12 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
     app->msglog = msglog_new(cfg->database_url, app->instance, MSGLOG_QUEUE, MSGLOG_FLUSH_MS, why, sizeof why);
     if (!app->msglog)
         log_warn("agents: the message log is off for this run (%s): envelopes are not recorded or redelivered", why);
-    struct agents_hooks hooks = {.record = hook_record, .handled = hook_handled, .ud = app};
+    struct replica_handlers rh = {.on_publish = remote_publish, .on_agent = remote_agent, .on_resync = remote_resync,
+                                  .ud = app};
+    app->replica = replica_new(cfg->database_url, app->instance, &rh, why, sizeof why);
+    if (!app->replica) log_warn("agents: no fan-out to other replicas in this run (%s)", why);
+    app->on_agent_changed = tell_replicas;
+    struct agents_hooks hooks = {.record = hook_record, .handled = hook_handled, .publish = hook_publish, .ud = app};
     agents_set_hooks(app->agents, &hooks);
     if (agents_store_start(app) != 0) {
         snprintf(err, errlen, "out of memory");
@@ -86,8 +122,10 @@ int agents_host_load_dir(struct app *app, const char *dir) {
 }
 
 void agents_host_stop(struct app *app) {
+    agents_stop(app->agents); /* no handler runs now: nothing publishes or waits on I/O any more */
+    replica_free(app->replica); /* sends what is queued; no more calls from other replicas */
+    app->replica = NULL;
     agents_store_stop(app);   /* no more loads */
-    agents_stop(app->agents); /* no handler runs now: the I/O loop can go */
     aio_free(app->aio);
     app->aio = NULL;
     msglog_free(app->msglog); /* writes what is queued */

@@ -1,5 +1,5 @@
 /* bus_lua — envelopes as Lua tables, shared by the orrery.core bindings that take or give them
- * (the bus's own, in bus_lua.c, and the message log's, in msglog.c). A table has the envelope's
+ * (the bus's own in bus_lua.c, the message log's in msglog.c, the replicas' in replica_lua.c). A table has the envelope's
  * string fields (absent = ""), `content` as JSON text and `created_at` in seconds. Uses Lua and bus. */
 #ifndef ORRERY_BUS_LUA_H
 #define ORRERY_BUS_LUA_H

@@ -23,5 +23,6 @@ int luaopen_orrery_core(lua_State *L) {
     sandbox_lua_register(L);
     agents_lua_register(L);
     msglog_lua_register(L);
+    replica_lua_register(L);
     return 1;
 }

@@ -18,5 +18,6 @@ void bus_lua_register(lua_State *L);
 void sandbox_lua_register(lua_State *L);
 void agents_lua_register(lua_State *L);
 void msglog_lua_register(lua_State *L);
+void replica_lua_register(lua_State *L);
 
 #endif
