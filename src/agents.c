@@ -738,6 +738,9 @@ static void crash(struct agent *a, struct state *st, const char *err) {
     if (was_current) {
         /* Counted before the runs are answered: whoever gets a failure sees the restart. */
         pthread_mutex_lock(&a->mu);
+        /* A crash after a quiet window starts the backoff over. */
+        double last = a->restarts ? a->crashes_at[a->restarts % DEGRADED_CRASHES] : 0;
+        if (last > 0 && now - last >= CRASH_WINDOW) a->crash_count = 0;
         a->restarts++;
         a->crash_count++;
         a->crashes_at[a->restarts % DEGRADED_CRASHES] = now;
