@@ -1324,10 +1324,12 @@ void agents_wait_timer(const struct agents_token *token, double seconds, const c
 
 /* ---- Sending ---- */
 
+/* The runtime's answer to a client whose request got no reply: `failure` {"error": error}, or for a
+ * full mailbox `refuse` {"error": "busy"} (FIPA's refusal: the agent would not take it now). */
 static struct bus_envelope *failure_for(const struct bus_envelope *req, const char *error) {
     struct bus_envelope *f = bus_envelope_new();
     if (!f) return NULL;
-    strcpy(f->performative, "failure");
+    strcpy(f->performative, strcmp(error, "busy") == 0 ? "refuse" : "failure");
     snprintf(f->sender, sizeof f->sender, "%s", req->receiver);
     strcpy(f->receiver, CLIENT);
     snprintf(f->conversation_id, sizeof f->conversation_id, "%s", req->conversation_id);

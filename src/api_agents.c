@@ -280,7 +280,9 @@ static void agents_rollback(struct http_req *req) {
  * {"error": code}. NULL for a reply from the agent. */
 static const char *runtime_failure(const struct bus_envelope *reply) {
     static const char *const codes[] = {"timeout", "unknown_agent", "busy", "stopped", "invalid", "out_of_memory", NULL};
-    if (strcmp(reply->performative, "failure") != 0 || !reply->content) return NULL;
+    if ((strcmp(reply->performative, "failure") != 0 && strcmp(reply->performative, "refuse") != 0) ||
+        !reply->content)
+        return NULL;
     json_t *c = json_loads(reply->content, JSON_DECODE_ANY, NULL);
     const char *found = NULL;
     if (json_is_object(c) && json_object_size(c) == 1) {

@@ -233,7 +233,7 @@ describe("agent runtime", function()
       local busy, done = 0, 0
       for _, r in ipairs(rt:requests(list, 30)) do
         local c = r.content and json.decode(r.content)
-        if r.performative == "failure" and c.error == "busy" then busy = busy + 1 end
+        if r.performative == "refuse" and c.error == "busy" then busy = busy + 1 end
         if r.performative == "inform" then done = done + 1 end
       end
       assert.is_true(busy > 0, "some requests were refused busy")
