@@ -38,9 +38,7 @@ struct db_pool {
 
 /* ---- Helpers ---- */
 
-/* Copies a libpq message (several lines, tab-indented, newline-terminated) as one log-friendly
- * line: every run of whitespace becomes one space. */
-static void one_line(char *dst, size_t dstlen, const char *msg) {
+void db_one_line(char *dst, size_t dstlen, const char *msg) {
     if (!dstlen) return;
     if (!msg || !*msg) msg = "unknown error";
     size_t n = 0;
@@ -88,7 +86,7 @@ static int looks_alive(PGconn *conn) {
 static void notice_to_log(void *arg, const char *message) {
     (void)arg;
     char msg[512];
-    one_line(msg, sizeof msg, message);
+    db_one_line(msg, sizeof msg, message);
     log_debug("db: %s", msg);
 }
 
@@ -106,7 +104,7 @@ static PGconn *connect_one(struct db_pool *pool, char *err, size_t errlen) {
 
     char msg[512];
     /* libpq's message names host and port but never the password; the URL itself is not logged. */
-    one_line(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
+    db_one_line(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
     log_warn("db: cannot connect to the database: %s", msg);
     snprintf(err, errlen, "database unavailable: %s", msg);
     PQfinish(conn);
@@ -261,7 +259,7 @@ PGresult *db_exec(PGconn *conn, const char *sql, int nparams, const char *const 
      * CONNECTION_BAD by now, so db_release will drop it and the next acquire reconnects. */
     if (!db_ok(res) && conn && PQstatus(conn) == CONNECTION_BAD) {
         char msg[512];
-        one_line(msg, sizeof msg, PQerrorMessage(conn));
+        db_one_line(msg, sizeof msg, PQerrorMessage(conn));
         log_warn("db: connection lost: %s", msg);
     }
     return res;
@@ -306,7 +304,7 @@ int db_exec_batch(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **r
     PQexitPipelineMode(conn);
     if (failed >= 0 && PQstatus(conn) == CONNECTION_BAD) {
         char msg[512];
-        one_line(msg, sizeof msg, PQerrorMessage(conn));
+        db_one_line(msg, sizeof msg, PQerrorMessage(conn));
         log_warn("db: connection lost: %s", msg);
     }
     return failed;

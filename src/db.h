@@ -52,6 +52,10 @@ struct db_stmt {
  * failed, or -1 when all succeeded. */
 int db_exec_batch(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **results);
 
+/* Copies a libpq message (several lines, tab-indented, newline-terminated) as one log-friendly
+ * line into dst: every run of whitespace becomes one space; NULL or "" gives "unknown error". */
+void db_one_line(char *dst, size_t dstlen, const char *msg);
+
 /* True when res is a success (PGRES_COMMAND_OK or PGRES_TUPLES_OK). */
 int db_ok(const PGresult *res);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "db.h"
 #include "log.h"
 #include "msglog_internal.h"
 
@@ -186,7 +187,7 @@ static int write_tx(struct msglog *ml, const char *rows, const char *users, cons
         PGresult *bad = failed < n ? res[failed] : NULL;
         const char *m = bad ? PQresultErrorMessage(bad) : "";
         char msg[320];
-        msglog_one_line(msg, sizeof msg, *m ? m : PQerrorMessage(ml->conn));
+        db_one_line(msg, sizeof msg, *m ? m : PQerrorMessage(ml->conn));
         snprintf(why, whylen, "%s%s%s", bad ? msglog_sqlstate(bad) : "", bad ? ": " : "", msg);
         rc = PQstatus(ml->conn) == CONNECTION_OK ? WR_REFUSED : WR_LOST;
     } else if (handled_at >= 0) {

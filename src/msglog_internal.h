@@ -76,8 +76,6 @@ int msglog_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, long long deadlin
 
 /* ---- msglog_pg.c ---- */
 
-/* libpq's message as one line (whitespace runs become one space). */
-void msglog_one_line(char *dst, size_t len, const char *msg);
 /* SQLSTATE of a failed result, or "". */
 const char *msglog_sqlstate(const PGresult *r);
 /* A session of its own (keepalives, statement_timeout, application_name orrery-msglog); caller

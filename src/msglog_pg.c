@@ -9,6 +9,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "db.h"
 #include "log.h"
 #include "msglog_internal.h"
 
@@ -18,25 +19,6 @@
 
 /* ---- Helpers ---- */
 
-/* libpq's message (several lines, tab-indented) as one line for logs and err: every run of
- * whitespace becomes one space. */
-void msglog_one_line(char *dst, size_t len, const char *msg) {
-    if (!len) return;
-    if (!msg || !*msg) msg = "unknown error";
-    size_t n = 0;
-    int space = 0;
-    for (const char *p = msg; *p && n + 1 < len; p++) {
-        if (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') {
-            space = n > 0;
-            continue;
-        }
-        if (space && n + 2 < len) dst[n++] = ' ';
-        space = 0;
-        dst[n++] = *p;
-    }
-    dst[n] = '\0';
-}
-
 const char *msglog_sqlstate(const PGresult *r) {
     const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     return s ? s : "";
@@ -45,7 +27,7 @@ const char *msglog_sqlstate(const PGresult *r) {
 static void notice_to_log(void *arg, const char *message) {
     (void)arg;
     char msg[512];
-    msglog_one_line(msg, sizeof msg, message);
+    db_one_line(msg, sizeof msg, message);
     log_debug("msglog: %s", msg);
 }
 
@@ -74,7 +56,7 @@ PGconn *msglog_pg_connect(const char *url, char *err, size_t errlen) {
         return conn;
     }
     char msg[384];
-    msglog_one_line(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
+    db_one_line(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
     snprintf(err, errlen, "database unavailable: %s", msg);
     PQfinish(conn);
     return NULL;
@@ -135,7 +117,7 @@ int msglog_register(struct msglog *ml, PGconn *conn, int first, char *err, size_
         int locked = db_ok(r) && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
         if (!db_ok(r)) {
             char msg[256];
-            msglog_one_line(msg, sizeof msg, PQresultErrorMessage(r));
+            db_one_line(msg, sizeof msg, PQresultErrorMessage(r));
             snprintf(err, errlen, "cannot take the instance lock: %s", msg);
             PQclear(r);
             return -1;
@@ -160,7 +142,7 @@ int msglog_register(struct msglog *ml, PGconn *conn, int first, char *err, size_
         }
         int taken = failed < 0, collision = !strcmp(msglog_sqlstate(res), "23505");
         char msg[256];
-        msglog_one_line(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+        db_one_line(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
         PQclear(res);
         PQclear(PQexecParams(conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, kp, NULL, NULL, 0));
         if (taken) {
@@ -292,7 +274,7 @@ int msglog_redeliver(struct msglog *ml, void (*fn)(void *ud, struct bus_envelope
         PGresult *res;
         if (msglog_run_tx(conn, &st, 1, &res) >= 0) {
             char msg[384];
-            msglog_one_line(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+            db_one_line(msg, sizeof msg, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
             snprintf(err, errlen, "claiming pending messages failed: %s", msg);
             PQclear(res);
             PQfinish(conn);

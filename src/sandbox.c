@@ -222,6 +222,22 @@ static int run_protected(lua_State *L) {
     return lua_gettop(L) - 2;
 }
 
+/* Writes the message of a broken limit (timeout_fmt takes the seconds and where) into err; 0 when
+ * status is not a limit. */
+static int limit_message(const struct sandbox *sb, int status, const char *timeout_fmt, char *err, size_t errlen) {
+    size_t n = (size_t)snprintf(err, errlen, "%s: ", sandbox_status_code(status));
+    if (n >= errlen) return status == SANDBOX_INSTRUCTIONS || status == SANDBOX_TIMEOUT || status == SANDBOX_MEMORY;
+    if (status == SANDBOX_INSTRUCTIONS)
+        snprintf(err + n, errlen - n, "more than %ld instructions%s", sb->instr_limit, sb->where);
+    else if (status == SANDBOX_TIMEOUT)
+        snprintf(err + n, errlen - n, timeout_fmt, sb->seconds, sb->where);
+    else if (status == SANDBOX_MEMORY)
+        snprintf(err + n, errlen - n, "not enough memory (the state may hold %zu bytes)", sb->cap);
+    else
+        return 0;
+    return 1;
+}
+
 static void start_run(struct sandbox *sb) {
     sb->running = 1;
     sb->killed = 0;
@@ -273,13 +289,7 @@ int sandbox_run(struct sandbox *sb, const char *chunkname, const char *source, s
         status = SANDBOX_ERROR;
 
     const char *code = sandbox_status_code(status);
-    if (status == SANDBOX_INSTRUCTIONS) {
-        snprintf(err, errlen, "%s: more than %ld instructions%s", code, sb->instr_limit, sb->where);
-    } else if (status == SANDBOX_TIMEOUT) {
-        snprintf(err, errlen, "%s: run took more than %g s%s", code, sb->seconds, sb->where);
-    } else if (status == SANDBOX_MEMORY) {
-        snprintf(err, errlen, "%s: not enough memory (the state may hold %zu bytes)", code, sb->cap);
-    } else if (status != SANDBOX_OK) {
+    if (!limit_message(sb, status, "run took more than %g s%s", err, errlen) && status != SANDBOX_OK) {
         const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(error object is not a string)";
         snprintf(err, errlen, "%s: %s", code, msg);
     }
@@ -423,13 +433,7 @@ int sandbox_resume(struct sandbox *sb, lua_State *co, int nargs, long *instructi
         status = SANDBOX_ERROR;
 
     const char *code = sandbox_status_code(status);
-    if (status == SANDBOX_INSTRUCTIONS) {
-        snprintf(err, errlen, "%s: more than %ld instructions%s", code, sb->instr_limit, sb->where);
-    } else if (status == SANDBOX_TIMEOUT) {
-        snprintf(err, errlen, "%s: ran more than %g s without waiting%s", code, sb->seconds, sb->where);
-    } else if (status == SANDBOX_MEMORY) {
-        snprintf(err, errlen, "%s: not enough memory (the state may hold %zu bytes)", code, sb->cap);
-    } else if (status == SANDBOX_ERROR) {
+    if (!limit_message(sb, status, "ran more than %g s without waiting%s", err, errlen) && status == SANDBOX_ERROR) {
         char msg[2048];
         const char *m = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : "(error object is not a string)";
         snprintf(msg, sizeof msg, "%s: %s", code, m);

@@ -7,6 +7,8 @@
 -- concurrent sleeping handlers through the server while /healthz keeps answering; the database
 -- version overrides the file after a restart; file watching in development.
 local h = require("helpers")
+local wait_for = h.wait_for
+local new_admin = h.new_admin
 local cjson = require("cjson.safe")
 local socket = require("socket")
 
@@ -37,21 +39,7 @@ end
 
 local BROKEN = "-- a file with a syntax error on line 3\nreturn {\n  name = = 'broken',\n}\n"
 
-local function wait_for(pred, seconds)
-  local deadline = h.now() + (seconds or 5)
-  while h.now() < deadline do
-    if pred() then return true end
-    h.sleep(0.05)
-  end
-  return pred()
-end
 
--- A registered user made admin in the database (the role is read from there on every request).
-local function new_admin(srv)
-  local u = h.new_user(srv.port, "agents-admin")
-  srv:sql("UPDATE users SET role = 'admin' WHERE id = '" .. u.id .. "'")
-  return u
-end
 
 -- POST /api/agents/{name}/messages as u; returns the response.
 local function ask(u, name, content, extra)

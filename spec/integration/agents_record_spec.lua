@@ -3,21 +3,10 @@
 -- GET /api/agents/messages; a message accepted but not handled when the process died is
 -- redelivered once by the next start, and handled there exactly once.
 local h = require("helpers")
+local wait_for = h.wait_for
+local new_admin = h.new_admin
 
-local function wait_for(pred, seconds)
-  local deadline = h.now() + (seconds or 5)
-  while h.now() < deadline do
-    if pred() then return true end
-    h.sleep(0.05)
-  end
-  return pred()
-end
 
-local function new_admin(srv)
-  local u = h.new_user(srv.port, "record-admin")
-  srv:sql("UPDATE users SET role = 'admin' WHERE id = '" .. u.id .. "'")
-  return u
-end
 
 local AGENTS = {
   ["front.lua"] = [[

@@ -3,6 +3,7 @@
 -- others and not itself, large envelopes travel through agent_messages, garbage is ignored, order
 -- is kept, closing flushes, and a replica whose session is killed reconnects and listens again.
 local h = require("helpers")
+local function wait_for(pred, seconds) return h.wait_for(pred, seconds or 10) end
 local core = require("orrery.core")
 local cjson = require("cjson.safe")
 
@@ -20,14 +21,6 @@ local function collect(rep, n, timeout)
   return got
 end
 
-local function wait_for(pred, timeout)
-  local deadline = h.now() + (timeout or 10)
-  while h.now() < deadline do
-    if pred() then return true end
-    h.sleep(0.02)
-  end
-  return pred()
-end
 
 local function inform(topic, content)
   return { performative = "inform", sender = "tasks", topic = topic, content = content }

@@ -2,15 +2,8 @@
 -- event published on one reaches the subscribers on both; an agent changed on one (PUT) is swapped
 -- in on the other.
 local h = require("helpers")
+local wait_for = h.wait_for
 
-local function wait_for(pred, seconds)
-  local deadline = h.now() + (seconds or 5)
-  while h.now() < deadline do
-    if pred() then return true end
-    h.sleep(0.05)
-  end
-  return pred()
-end
 
 local WATCHER = [[
 local seen = {}

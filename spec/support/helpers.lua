@@ -44,6 +44,16 @@ end
 function M.sleep(s) socket.sleep(s) end
 function M.now() return socket.gettime() end
 
+-- Polls pred until it returns true or `seconds` (default 5) pass; returns its last answer.
+function M.wait_for(pred, seconds)
+  local deadline = M.now() + (seconds or 5)
+  while M.now() < deadline do
+    if pred() then return true end
+    M.sleep(0.02)
+  end
+  return pred()
+end
+
 -- Runs a shell command; returns exit code, stdout, stderr.
 function M.sh(cmd)
   local dir = M.tmpdir()
@@ -308,6 +318,13 @@ function M.new_user(port, prefix, extra)
     if opts.body then headers["Content-Type"] = "application/json" end
     return M.request(port, method, path, { json = opts.json, body = opts.body, headers = headers })
   end
+  return u
+end
+
+-- new_user, then made admin in the server's database (the role is read from there on every request).
+function M.new_admin(srv, prefix)
+  local u = M.new_user(srv.port, prefix or "admin")
+  srv:sql("UPDATE users SET role = 'admin' WHERE id = '" .. u.id .. "'")
   return u
 end
 

@@ -1,6 +1,7 @@
 -- The agent runtime (src/agents*.c, lib/orrery/agent.lua, docs/agents.md) through orrery.core:
 -- real agents on the real scheduler and bus, without a server. Each test builds its own runtime.
 local core = require("orrery.core")
+local wait_for = require("helpers").wait_for
 local socket = require("socket")
 local json = core.api().json
 
@@ -31,14 +32,6 @@ local function status_of(rt, name)
   end
 end
 
-local function wait_for(pred, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  while socket.gettime() < deadline do
-    if pred() then return true end
-    socket.sleep(0.02)
-  end
-  return pred()
-end
 
 local ECHO = [[
 return {

@@ -1,6 +1,7 @@
 -- The example agents of agents/examples/ (docs/agents.md), loaded from their files into the real
 -- runtime through orrery.core: what they advertise and how they behave together.
 local core = require("orrery.core")
+local wait_for = require("helpers").wait_for
 local socket = require("socket")
 local json = core.api().json
 
@@ -26,14 +27,6 @@ local function ask(rt, agent, content, opts)
   return r.performative, r.content and json.decode(r.content)
 end
 
-local function wait_for(pred, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  while socket.gettime() < deadline do
-    if pred() then return true end
-    socket.sleep(0.02)
-  end
-  return pred()
-end
 
 local function sessions(rt, user)
   local perf, list = ask(rt, "journal", nil, { performative = "query", user_id = user })
