@@ -670,7 +670,15 @@ static int deliver_reply(struct agent *a, struct bus_envelope *env) {
     unsigned long long id = strtoull(p + 1, &end, 16);
     if (errno || *end != '.') return 0;
     struct run *r = run_get(a, id);
-    if (!r || !r->waiting || strcmp(r->wait_reply, env->in_reply_to) != 0) return 0;
+    if (!r || !r->waiting || strcmp(r->wait_reply, env->in_reply_to) != 0) {
+        /* An answer to one of this agent's orrery.bus.request calls (their reply_with is
+         * r<run>.<wait>.<random>) that nobody waits for any more: it came after the timeout, or
+         * its run ended. Dropped: handing it to on.inform would surprise every handler. */
+        log_debug("agent '%s': late reply %s (to %s) dropped", a->name, env->id, env->in_reply_to);
+        if (a->rt->hooks.handled) a->rt->hooks.handled(a->rt->hooks.ud, a->name, env->id);
+        bus_envelope_free(env);
+        return 1;
+    }
     r->wait_reply[0] = '\0';
     r->wait_seq++; /* the timeout timer of this wait is now stale */
     int n = push_to(r->st, r->co, push_env, env);

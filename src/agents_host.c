@@ -75,6 +75,7 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
                    .instructions = cfg->agent_instructions,
                    .seconds = cfg->agent_slice_ms / 1000.0},
         .run_timeout = cfg->agent_timeout_s,
+        .max_runs = cfg->agent_max_runs,
         .lib_dir = cfg->lib_dir,
     };
     struct aio_config io = {

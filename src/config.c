@@ -169,6 +169,8 @@ int config_load(struct config *cfg, config_getenv_fn get, void *ud, char *err, s
     cfg->agent_slice_ms = (int)v;
     v = 300;       if (get_int(get, ud, "ORRERY_AGENT_TIMEOUT", 1, 86400, &v, err, errlen)) goto fail;
     cfg->agent_timeout_s = (int)v;
+    v = 10000;     if (get_int(get, ud, "ORRERY_AGENT_MAX_RUNS", 1, 1000000, &v, err, errlen)) goto fail;
+    cfg->agent_max_runs = (int)v;
     v = 2;         if (get_int(get, ud, "ORRERY_AGENT_DB_CONNECTIONS", 1, 100, &v, err, errlen)) goto fail;
     cfg->agent_db_connections = (int)v;
     v = 0;         if (get_int(get, ud, "ORRERY_FETCH_ALLOW_PRIVATE", 0, 1, &v, err, errlen)) goto fail;
@@ -269,6 +271,7 @@ static int l_config_check(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)cfg.agent_instructions); lua_setfield(L, -2, "agent_instructions");
     lua_pushinteger(L, cfg.agent_slice_ms); lua_setfield(L, -2, "agent_slice_ms");
     lua_pushinteger(L, cfg.agent_timeout_s); lua_setfield(L, -2, "agent_timeout");
+    lua_pushinteger(L, cfg.agent_max_runs); lua_setfield(L, -2, "agent_max_runs");
     lua_pushinteger(L, cfg.agents_watch); lua_setfield(L, -2, "agents_watch");
     lua_pushstring(L, cfg.migrations_dir); lua_setfield(L, -2, "migrations_dir");
     lua_pushstring(L, cfg.llm_base_url); lua_setfield(L, -2, "llm_base_url");

@@ -46,6 +46,7 @@ struct config {
     long agent_instructions;   /* ORRERY_AGENT_INSTRUCTIONS: VM instructions per handler run */
     int agent_slice_ms;        /* ORRERY_AGENT_SLICE_MS: wall clock a handler may run between waits */
     int agent_timeout_s;       /* ORRERY_AGENT_TIMEOUT: a handler run's whole life, waits included */
+    int agent_max_runs;        /* ORRERY_AGENT_MAX_RUNS: live handler runs per agent; more wait in the mailbox */
     int agent_db_connections;  /* ORRERY_AGENT_DB_CONNECTIONS: asynchronous connections for orrery.db */
     char *fetch_allow;         /* ORRERY_FETCH_ALLOW (owned, may be NULL): hosts orrery.http.fetch may reach */
     int fetch_allow_private;   /* ORRERY_FETCH_ALLOW_PRIVATE: 1 = loopback/private addresses allowed */

@@ -202,16 +202,23 @@ describe("agent runtime", function()
     it("times a bus.request out with `timeout` and drops the late reply", function()
       rt = runtime()
       load(rt, ECHO)
-      load(rt, [[return { name = "impatient", description = "d", on = { request = function(_, ctx)
-        local reply, err = ctx:request("echo", { sleep = 0.5 }, { timeout = 0.1 })
-        ctx:sleep(0.6) -- the late reply arrives meanwhile and must not resume anything
-        return { reply = reply ~= nil, err = err }
-      end } }]])
+      load(rt, [[
+        local informs = 0
+        return { name = "impatient", description = "d", on = {
+          request = function(_, ctx)
+            local reply, err = ctx:request("echo", { sleep = 0.5 }, { timeout = 0.1 })
+            ctx:sleep(0.6) -- the late reply arrives meanwhile and must not resume anything
+            return { reply = reply ~= nil, err = err, informs = informs }
+          end,
+          inform = function() informs = informs + 1 end,
+        } }
+      ]])
       local t = socket.gettime()
       local perf, c = ask(rt, "impatient", {})
       assert.equal("inform", perf)
-      assert.same({ reply = false, err = "timeout" }, c)
+      assert.same({ reply = false, err = "timeout", informs = 0 }, c)
       assert.is_true(socket.gettime() - t < 2)
+      assert.equal(0, status_of(rt, "impatient").failed)
     end)
 
     it("answers `busy` when a mailbox is full instead of growing", function()

@@ -35,6 +35,29 @@ describe("config", function()
     assert.equal(60, c.access_ttl)
   end)
 
+  it("reads the agent runtime's variables, with defaults, and names a bad one", function()
+    local d = assert(core.config_check({}))
+    assert.same({ 4096, 64, 100000000, 5000, 300, 10000, 1 },
+      { d.agent_mailbox, d.agent_memory_mb, d.agent_instructions, d.agent_slice_ms, d.agent_timeout,
+        d.agent_max_runs, d.agents_watch })
+    assert.is_true(d.agent_workers >= 1)
+    local c = assert(core.config_check({
+      ORRERY_AGENT_WORKERS = "3", ORRERY_AGENT_MAILBOX = "10", ORRERY_AGENT_MEMORY_MB = "8",
+      ORRERY_AGENT_INSTRUCTIONS = "5000", ORRERY_AGENT_SLICE_MS = "250", ORRERY_AGENT_TIMEOUT = "9",
+      ORRERY_AGENT_MAX_RUNS = "7", ORRERY_AGENTS_WATCH = "0",
+    }))
+    assert.same({ 3, 10, 8, 5000, 250, 9, 7, 0 },
+      { c.agent_workers, c.agent_mailbox, c.agent_memory_mb, c.agent_instructions, c.agent_slice_ms,
+        c.agent_timeout, c.agent_max_runs, c.agents_watch })
+    assert.equal(0, assert(core.config_check({ ORRERY_ENV = "test" })).agents_watch)
+    for name, bad in pairs({ ORRERY_AGENT_MAX_RUNS = "0", ORRERY_AGENT_MAILBOX = "x", ORRERY_AGENTS_WATCH = "2",
+                             ORRERY_INSTANCE_ID = "not-a-uuid" }) do
+      local none, err = core.config_check({ [name] = bad })
+      assert.is_nil(none)
+      assert.matches(name, err, 1, true)
+    end
+  end)
+
   it("requires a JWT secret of at least 32 bytes, and one in production", function()
     local c, err = core.config_check({ ORRERY_JWT_SECRET = string.rep("s", 31) })
     assert.is_nil(c)
