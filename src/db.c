@@ -69,8 +69,8 @@ static void deadline_after(struct timespec *ts, int ms) {
  * almost always the FATAL "terminating connection" it sends when shutting down or restarting,
  * followed by EOF. Reading it lets libpq mark the connection bad, so a restart costs a
  * reconnect here instead of a failed request. One poll() per acquire, no round trip. */
-static int looks_alive(PGconn *conn) {
-    if (PQstatus(conn) != CONNECTION_OK) return 0;
+int db_looks_alive(PGconn *conn) {
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return 0;
     for (int i = 0; i < 4; i++) {
         struct pollfd pfd = { .fd = PQsocket(conn), .events = POLLIN };
         if (pfd.fd < 0) return 0;
@@ -205,7 +205,7 @@ PGconn *db_acquire(struct db_pool *pool, char *err, size_t errlen) {
     slot->conn = NULL;
     pthread_mutex_unlock(&pool->mu);
 
-    if (conn && !looks_alive(conn)) {
+    if (conn && !db_looks_alive(conn)) {
         log_warn("db: dropping a broken idle connection");
         PQfinish(conn);
         conn = NULL;

@@ -52,6 +52,11 @@ struct db_stmt {
  * failed, or -1 when all succeeded. */
 int db_exec_batch(PGconn *conn, const struct db_stmt *stmts, int n, PGresult **results);
 
+/* Whether an idle connection still looks usable, without a round trip: if its socket is readable
+ * the server spoke first (almost always the FATAL of a shutdown), which is read so libpq marks the
+ * connection bad. One poll(). */
+int db_looks_alive(PGconn *conn);
+
 /* Copies a libpq message (several lines, tab-indented, newline-terminated) as one log-friendly
  * line into dst: every run of whitespace becomes one space; NULL or "" gives "unknown error". */
 void db_one_line(char *dst, size_t dstlen, const char *msg);

@@ -143,7 +143,7 @@ static void *writer_main(void *arg) {
                 /* Idle: notice a server that went away now, not at the next batch, so that the lock
                  * (this process's liveness) is back as soon as the server is. */
                 pthread_mutex_unlock(&ml->mu);
-                if (!msglog_looks_alive(ml->conn)) {
+                if (!db_looks_alive(ml->conn)) {
                     log_warn("msglog: the database connection was lost; reconnecting");
                     PQfinish(ml->conn);
                     ml->conn = NULL;

@@ -81,8 +81,6 @@ const char *msglog_sqlstate(const PGresult *r);
 /* A session of its own (keepalives, statement_timeout, application_name orrery-msglog); caller
  * PQfinish()es. NULL with err when the server cannot be reached. */
 PGconn *msglog_pg_connect(const char *url, char *err, size_t errlen);
-/* One poll(): 0 when the idle connection is gone (the server spoke first, or closed). */
-int msglog_looks_alive(PGconn *conn);
 /* BEGIN; set_config('orrery.ctx','system',true); stmts (n <= 9); COMMIT in one round trip.
  * results[i] for stmts[i] (caller clears; may be NULL). -1 when all succeeded, else the index of
  * the failed statement (n = the COMMIT), rolled back. */

@@ -62,21 +62,6 @@ PGconn *msglog_pg_connect(const char *url, char *err, size_t errlen) {
     return NULL;
 }
 
-/* As in db.c: an idle connection has nothing to read; if the socket is readable the server spoke
- * first (almost always the FATAL of a shutdown). One poll(), no round trip. */
-int msglog_looks_alive(PGconn *conn) {
-    if (!conn || PQstatus(conn) != CONNECTION_OK) return 0;
-    for (int i = 0; i < 4; i++) {
-        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
-        if (pfd.fd < 0) return 0;
-        int r = poll(&pfd, 1, 0);
-        if (r == 0) return 1;
-        if (r < 0) return errno == EINTR;
-        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) return 0;
-    }
-    return PQstatus(conn) == CONNECTION_OK;
-}
-
 /* Runs stmts inside BEGIN; set_config('orrery.ctx','system',true); ...; COMMIT in one round
  * trip. results[i] is stmts[i]'s result (caller clears; may be NULL). Returns -1 when all
  * succeeded, else the index of the failed statement (n = the COMMIT) after rolling back. */
