@@ -225,16 +225,15 @@ static int run_protected(lua_State *L) {
 /* Writes the message of a broken limit (timeout_fmt takes the seconds and where) into err; 0 when
  * status is not a limit. */
 static int limit_message(const struct sandbox *sb, int status, const char *timeout_fmt, char *err, size_t errlen) {
+    if (status != SANDBOX_INSTRUCTIONS && status != SANDBOX_TIMEOUT && status != SANDBOX_MEMORY) return 0;
     size_t n = (size_t)snprintf(err, errlen, "%s: ", sandbox_status_code(status));
-    if (n >= errlen) return status == SANDBOX_INSTRUCTIONS || status == SANDBOX_TIMEOUT || status == SANDBOX_MEMORY;
+    if (n >= errlen) return 1;
     if (status == SANDBOX_INSTRUCTIONS)
         snprintf(err + n, errlen - n, "more than %ld instructions%s", sb->instr_limit, sb->where);
     else if (status == SANDBOX_TIMEOUT)
         snprintf(err + n, errlen - n, timeout_fmt, sb->seconds, sb->where);
-    else if (status == SANDBOX_MEMORY)
-        snprintf(err + n, errlen - n, "not enough memory (the state may hold %zu bytes)", sb->cap);
     else
-        return 0;
+        snprintf(err + n, errlen - n, "not enough memory (the state may hold %zu bytes)", sb->cap);
     return 1;
 }
 
