@@ -615,6 +615,10 @@ struct start_args {
 };
 
 /* Pushes the SDK's dispatch, the module table and the message. */
+/* Pushes the SDK's dispatch, the module table, the message and its ctx. The ctx is made here
+ * rather than in the SDK: a raw lua_setmetatable with the state's hidden ctx metatable (built by
+ * ctx_meta at load, never reachable by scripts) costs far less per message than the sandbox's
+ * checked setmetatable. */
 static int push_start(lua_State *L, void *data) {
     struct start_args *s = data;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->sdk_ref);
@@ -622,7 +626,24 @@ static int push_start(lua_State *L, void *data) {
     lua_remove(L, -2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->module_ref);
     bus_lua_push_envelope(L, s->msg);
-    return 3;
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, s->st->agent->name);
+    lua_setfield(L, -2, "agent");
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "message");
+    if (s->msg->user_id[0]) {
+        lua_pushstring(L, s->msg->user_id);
+        lua_setfield(L, -2, "user_id");
+    }
+    if (s->msg->conversation_id[0]) {
+        lua_pushstring(L, s->msg->conversation_id);
+        lua_setfield(L, -2, "conversation_id");
+    }
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "replied");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->ctxmeta_ref);
+    lua_setmetatable(L, -2);
+    return 4;
 }
 
 /* Starts a run of the current state for env (owned). */
@@ -638,25 +659,25 @@ static void start_run(struct agent *a, struct bus_envelope *env) {
     lua_State *L = sandbox_state(st->sb);
     struct start_args s = {st, env};
     char err[256];
-    if (push_main(st, push_start, &s) == 3) {
-        if (st->nspare > 0 && lua_checkstack(st->spare[st->nspare - 1], 3)) {
+    if (push_main(st, push_start, &s) == 4) {
+        if (st->nspare > 0 && lua_checkstack(st->spare[st->nspare - 1], 4)) {
             /* A coroutine whose handler returned is a fresh one to Lua (status OK, no call in
              * progress): reusing it spares a thread's allocation and collection per message. It
              * stays marked as the host's, so scripts still cannot resume or close it. */
             r->co = st->spare[--st->nspare];
             r->ref = st->spare_ref[st->nspare];
-            lua_xmove(L, r->co, 3); /* dispatch, module, msg: the body first */
-            resume(a, r, 2);
+            lua_xmove(L, r->co, 4); /* dispatch, module, msg, ctx: the body first */
+            resume(a, r, 3);
             return;
         }
-        lua_rotate(L, -3, -1); /* module, msg, dispatch: the body goes on top */
+        lua_rotate(L, -4, -1); /* module, msg, ctx, dispatch: the body goes on top */
         r->co = sandbox_thread_new(st->sb, &r->ref, err, sizeof err);
-        if (r->co && lua_checkstack(r->co, 3)) {
-            lua_xmove(L, r->co, 2);
-            resume(a, r, 2);
+        if (r->co && lua_checkstack(r->co, 4)) {
+            lua_xmove(L, r->co, 3);
+            resume(a, r, 3);
             return;
         }
-        lua_pop(L, 2);
+        lua_pop(L, 3);
     }
     crash(a, st, "script.memory_limit: not enough memory to start a handler");
 }
@@ -852,6 +873,29 @@ static int json_refs(lua_State *L) {
     return 0;
 }
 
+/* The hidden metatable of every ctx: the SDK's ctx_meta.__index (read raw, once, and only a
+ * function or a table) and, for getmetatable, the SDK's table itself. Scripts never reach this
+ * one, and it never has a __gc, so nothing they do to the SDK's table reaches the ctx objects: the
+ * same guarantee as the sandbox's setmetatable snapshots. */
+static int ctx_meta(lua_State *L) {
+    struct state *st = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->sdk_ref);
+    if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "the SDK is not a table");
+    lua_pushliteral(L, "ctx_meta");
+    if (lua_rawget(L, -2) != LUA_TTABLE) return luaL_error(L, "ctx_meta is not a table");
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "__index");
+    lua_pushliteral(L, "__index");
+    int t = lua_rawget(L, -4);
+    if (t != LUA_TFUNCTION && t != LUA_TTABLE) return luaL_error(L, "ctx_meta.__index is not a function or a table");
+    lua_rawset(L, -3);
+    lua_pushliteral(L, "__metatable");
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    st->ctxmeta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 /* A state for source, loaded and described. NULL with err ("chunk:LINE: message" or a check). */
 static struct state *state_build(struct agents *rt, const char *chunkname, const char *source, size_t len,
                                  struct agents_info *info, char *err, size_t errlen) {
@@ -860,7 +904,7 @@ static struct state *state_build(struct agents *rt, const char *chunkname, const
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    st->module_ref = st->sdk_ref = st->encode_ref = st->decode_ref = LUA_NOREF;
+    st->module_ref = st->sdk_ref = st->encode_ref = st->decode_ref = st->ctxmeta_ref = LUA_NOREF;
     char e[4096];
     st->sb = sandbox_new(&rt->cfg.limits, e, sizeof e);
     if (!st->sb) {
@@ -888,6 +932,14 @@ static struct state *state_build(struct agents *rt, const char *chunkname, const
     }
     if ((st->sdk_ref = ref_pop(st->sb)) == LUA_NOREF) {
         snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    lua_pushcfunction(L, ctx_meta);
+    lua_pushlightuserdata(L, st);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        snprintf(err, errlen, "the agent SDK has no usable ctx_meta: %s",
+                 lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "out of memory");
+        lua_pop(L, 1);
         goto fail;
     }
     int status = sandbox_run(st->sb, chunkname, source, len, 1, e, sizeof e);

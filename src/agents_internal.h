@@ -34,7 +34,7 @@ struct state {
     struct agent *agent;
     struct sandbox *sb;
     long version;
-    int module_ref, sdk_ref, encode_ref, decode_ref;
+    int module_ref, sdk_ref, encode_ref, decode_ref, ctxmeta_ref;
     struct run *runs;             /* live runs */
     int live;
     struct run *current;          /* the run being resumed now, NULL outside one */

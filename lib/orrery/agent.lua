@@ -109,14 +109,18 @@ local function expects_reply(msg)
     and (msg.performative == "request" or msg.performative == "query")
 end
 
--- The runtime's entry point for one message.
-function M.dispatch(module, msg)
+-- The metatable of every ctx; the runtime makes each message's ctx itself, with a private copy of
+-- this table's __index.
+M.ctx_meta = CtxMeta
+
+-- The runtime's entry point for one message (ctx made by the runtime; new_ctx otherwise).
+function M.dispatch(module, msg, ctx)
   if msg.content ~= nil then
     local value, err = decode(msg.content)
     if err then error("message content is not JSON: " .. tostring(err), 0) end
     msg.content = value
   end
-  local ctx = new_ctx(module, msg)
+  ctx = ctx or new_ctx(module, msg)
   local on = module.on
   local handler = on and on[msg.performative]
   if handler == nil then

@@ -401,6 +401,23 @@ describe("agent runtime", function()
       assert.is_false(c.closed)
     end)
 
+    it("keeps every ctx's metatable out of scripts' reach", function()
+      rt = runtime()
+      load(rt, [[return { name = "meddler", description = "d", on = { request = function(_, ctx)
+        local mt = getmetatable(ctx)
+        mt.__index = function() return function() return "hijacked" end end
+        mt.__gc = function() while true do end end
+        return type(ctx.reply) == "function" and "ctx intact" or "ctx changed"
+      end } }]])
+      for _ = 1, 3 do
+        local perf, c = ask(rt, "meddler", {})
+        assert.equal("inform", perf)
+        assert.equal("ctx intact", c)
+      end
+      collectgarbage()
+      assert.equal("inform", (ask(rt, "meddler", {})))
+    end)
+
     it("gives way on a bare coroutine.yield() and goes on", function()
       rt = runtime()
       load(rt, [[return { name = "polite", description = "d", on = { request = function()
