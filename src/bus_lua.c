@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,13 +262,18 @@ static struct bus *checkbus(lua_State *L) {
 static const char *const STRING_FIELDS[] = {"id",         "performative", "sender",      "receiver", "topic",
                                             "conversation_id", "reply_with", "in_reply_to", "user_id", NULL};
 
+/* Where each of STRING_FIELDS lives in an envelope, and its size (one table, not rebuilt per call:
+ * this runs for every message an agent handles). */
+#define FIELD(f) {offsetof(struct bus_envelope, f), sizeof ((struct bus_envelope *)0)->f}
+static const struct {
+    size_t off, size;
+} FIELDS[] = {FIELD(id),           FIELD(performative), FIELD(sender),      FIELD(receiver), FIELD(topic),
+              FIELD(conversation_id), FIELD(reply_with), FIELD(in_reply_to), FIELD(user_id)};
+#undef FIELD
+
 static char *field_ptr(struct bus_envelope *e, int i, size_t *size) {
-    char *ptrs[] = {e->id, e->performative, e->sender, e->receiver, e->topic,
-                    e->conversation_id, e->reply_with, e->in_reply_to, e->user_id};
-    size_t sizes[] = {sizeof e->id, sizeof e->performative, sizeof e->sender, sizeof e->receiver, sizeof e->topic,
-                      sizeof e->conversation_id, sizeof e->reply_with, sizeof e->in_reply_to, sizeof e->user_id};
-    *size = sizes[i];
-    return ptrs[i];
+    *size = FIELDS[i].size;
+    return (char *)e + FIELDS[i].off;
 }
 
 /* See bus_lua.h. */
