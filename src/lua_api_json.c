@@ -5,6 +5,7 @@
 #include "lua_api.h"
 
 #include <math.h>
+#include <string.h>
 
 #include <lauxlib.h>
 #include <lua-cjson.h>
@@ -53,8 +54,44 @@ static void integerize_table(lua_State *L, int idx) {
 }
 
 /* decode(text) -> value | nil, "message". The upvalue is the instance's raising decode. */
+/* The JSON texts most messages carry as content are a bare integer, true, false or a short plain
+ * string: pushed here without cjson's buffer and protected call. Anything else (fractions,
+ * exponents, escapes, leading zeros, signs other than one '-', more than 15 digits) is cjson's. */
+static int decode_scalar(lua_State *L, const char *s, size_t len) {
+    if (len == 4 && memcmp(s, "true", 4) == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (len == 5 && memcmp(s, "false", 5) == 0) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (len >= 2 && len <= 256 && s[0] == '"' && s[len - 1] == '"') {
+        for (size_t i = 1; i + 1 < len; i++)
+            if (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20) return 0;
+        lua_pushlstring(L, s + 1, len - 2);
+        return 1;
+    }
+    size_t i = s[0] == '-';
+    size_t digits = len - i;
+    if (digits == 0 || digits > 15 || (s[i] == '0' && digits > 1)) return 0;
+    lua_Integer v = 0;
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (s[0] == '-') {
+        if (v == 0) return 0; /* -0 is a float to cjson: keep its answer */
+        v = -v;
+    }
+    lua_pushinteger(L, v);
+    return 1;
+}
+
 static int json_decode(lua_State *L) {
-    luaL_checkstring(L, 1); /* a non-string is misuse: raise, do not report it as bad JSON */
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len); /* a non-string is misuse: raise, not bad JSON */
+    if (len > 0 && decode_scalar(L, text, len)) return 1;
     lua_settop(L, 1);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);

@@ -41,6 +41,27 @@ describe("orrery API", function()
       assert.are.equal("-0.0", tostring(orrery.json.decode("-0.0")))
     end)
 
+    it("decodes bare scalars (its fast path) exactly as cjson does", function()
+      local cjson = require("cjson").new()
+      local same = { "0", "7", "-7", "123456789012345", "true", "false", '"hi"', '""', '"a b/c"', '"\\u00e9"',
+                     '"tab\\there"', "1234567890123456", "-0", "1.5", "1e3", " 1", "1 ", '"x' }
+      for _, text in ipairs(same) do
+        local want_ok, want = pcall(cjson.decode, text)
+        local got, err = orrery.json.decode(text)
+        if want_ok then
+          assert.are.equal(want, got, text)
+          assert.are.equal(math.type(want) == "float" and want == math.floor(want) and math.abs(want) < 2^53
+            and not (want == 0 and 1 / want < 0) and "integer" or math.type(want), math.type(got), text)
+        else
+          assert.is_nil(got, text)
+          assert.is_string(err, text)
+        end
+      end
+      for _, text in ipairs({ "01", "-", "--1", "+1", '"a"b"', "tru", "falsey" }) do
+        assert.is_nil((orrery.json.decode(text)), text)
+      end
+    end)
+
     it("returns nil and a message for invalid JSON", function()
       for _, text in ipairs({ "{", "[1,]", "nope", "", "{\"a\":}", "[0x10]", "NaN" }) do
         local value, err = orrery.json.decode(text)
