@@ -149,6 +149,9 @@ struct sandbox *sandbox_new(const struct sandbox_limits *limits, char *err, size
         sandbox_free(sb);
         return NULL;
     }
+    /* Collect when the heap is 4x its live size (Lua's default is 2x): agent states are small and
+     * busy, so cycles over the whole state dominated a message's cost; the cap still bounds it. */
+    lua_gc(sb->L, LUA_GCINC, 400, 0, 0);
     return sb;
 }
 
