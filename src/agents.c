@@ -465,18 +465,26 @@ static int expects_reply(const struct bus_envelope *msg) {
 }
 
 /* Answers msg (on behalf of agent) with `failure` {"error": code, "message": message}. */
+/* Fills *f (zeroed first; its id and created_at come from sending) as the answer of `sender` to req:
+ * back to req's sender, same conversation and user, in reply to req's reply_with (or its id),
+ * with content (a JSON object, consumed) as text. */
+static void answer_of(struct bus_envelope *f, const char *performative, const char *sender,
+                      const struct bus_envelope *req, json_t *content) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->performative, sizeof f->performative, "%s", performative);
+    snprintf(f->sender, sizeof f->sender, "%s", sender);
+    snprintf(f->receiver, sizeof f->receiver, "%s", req->sender);
+    snprintf(f->conversation_id, sizeof f->conversation_id, "%s", req->conversation_id);
+    snprintf(f->in_reply_to, sizeof f->in_reply_to, "%s", req->reply_with[0] ? req->reply_with : req->id);
+    snprintf(f->user_id, sizeof f->user_id, "%s", req->user_id);
+    f->content = content ? json_dumps(content, JSON_COMPACT) : NULL;
+    json_decref(content);
+}
+
 static void answer_failure(struct agent *a, const struct bus_envelope *msg, const char *code, const char *message) {
     struct bus_envelope env;
-    memset(&env, 0, sizeof env);
-    strcpy(env.performative, "failure");
-    snprintf(env.sender, sizeof env.sender, "%s", a->name);
-    snprintf(env.receiver, sizeof env.receiver, "%s", msg->sender);
-    snprintf(env.conversation_id, sizeof env.conversation_id, "%s", msg->conversation_id);
-    snprintf(env.in_reply_to, sizeof env.in_reply_to, "%s", msg->reply_with[0] ? msg->reply_with : msg->id);
-    snprintf(env.user_id, sizeof env.user_id, "%s", msg->user_id);
-    json_t *c = json_pack("{s:s, s:s}", "error", code, "message", message ? message : "");
-    env.content = c ? json_dumps(c, JSON_COMPACT) : NULL;
-    json_decref(c);
+    answer_of(&env, "failure", a->name, msg,
+              json_pack("{s:s, s:s}", "error", code, "message", message ? message : ""));
     int rc = agents_send(a->rt, &env);
     if (rc != BUS_OK) log_debug("agents: '%s' could not answer failure to '%s' (%d)", a->name, msg->sender, rc);
     free(env.content);
@@ -621,9 +629,7 @@ struct start_args {
  * checked setmetatable. */
 static int push_start(lua_State *L, void *data) {
     struct start_args *s = data;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->sdk_ref);
-    lua_getfield(L, -1, "dispatch");
-    lua_remove(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->dispatch_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->st->module_ref);
     bus_lua_push_envelope(L, s->msg);
     lua_createtable(L, 0, 6);
@@ -759,6 +765,22 @@ static void abandon(struct agent *a, struct state *st, const char *err) {
     state_free(st);
 }
 
+/* Crashes of a within CRASH_WINDOW seconds of now. Caller holds a->mu. */
+static int recent_crashes(const struct agent *a, double now) {
+    int recent = 0;
+    for (int k = 0; k < DEGRADED_CRASHES; k++)
+        if (a->crashes_at[k] > 0 && now - a->crashes_at[k] < CRASH_WINDOW) recent++;
+    return recent;
+}
+
+/* One more crash in a row: the wait before the next rebuild, doubling from BACKOFF_MIN up to
+ * BACKOFF_MAX. Caller holds a->mu. */
+static double next_backoff(struct agent *a) {
+    a->crash_count++;
+    double backoff = BACKOFF_MIN * pow(2, a->crash_count - 1);
+    return backoff > BACKOFF_MAX ? BACKOFF_MAX : backoff;
+}
+
 static void crash(struct agent *a, struct state *st, const char *err) {
     double now = now_mono();
     int was_current = st == a->cur;
@@ -771,14 +793,9 @@ static void crash(struct agent *a, struct state *st, const char *err) {
         double last = a->restarts ? a->crashes_at[a->restarts % DEGRADED_CRASHES] : 0;
         if (last > 0 && now - last >= CRASH_WINDOW) a->crash_count = 0;
         a->restarts++;
-        a->crash_count++;
         a->crashes_at[a->restarts % DEGRADED_CRASHES] = now;
-        int recent = 0;
-        for (int k = 0; k < DEGRADED_CRASHES; k++)
-            if (a->crashes_at[k] > 0 && now - a->crashes_at[k] < CRASH_WINDOW) recent++;
-        a->status = recent >= DEGRADED_CRASHES ? ST_DEGRADED : ST_RESTARTING;
-        backoff = BACKOFF_MIN * pow(2, a->crash_count - 1);
-        if (backoff > BACKOFF_MAX) backoff = BACKOFF_MAX;
+        a->status = recent_crashes(a, now) >= DEGRADED_CRASHES ? ST_DEGRADED : ST_RESTARTING;
+        backoff = next_backoff(a);
         pthread_mutex_unlock(&a->mu);
     }
     abandon(a, st, err);
@@ -873,13 +890,14 @@ static int json_refs(lua_State *L) {
     return 0;
 }
 
-/* The hidden metatable of every ctx: the SDK's ctx_meta.__index (read raw, once, and only a
- * function or a table) and, for getmetatable, the SDK's table itself. Scripts never reach this
- * one, and it never has a __gc, so nothing they do to the SDK's table reaches the ctx objects: the
- * same guarantee as the sandbox's setmetatable snapshots. */
-static int ctx_meta(lua_State *L) {
+/* Reads, raw and once per state, what the runtime takes from the SDK: dispatch, and for the hidden
+ * metatable of every ctx the SDK's ctx_meta.__index (a function or a table), with the SDK's table
+ * itself for getmetatable. Scripts never reach the hidden one, and it never has a __gc, so nothing
+ * they do to the SDK's table reaches the ctx objects: the same guarantee as the sandbox's
+ * setmetatable snapshots. */
+static int sdk_refs(lua_State *L) {
     struct state *st = lua_touserdata(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, st->sdk_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->sdk_ref); /* index 2 */
     if (lua_type(L, -1) != LUA_TTABLE) return luaL_error(L, "the SDK is not a table");
     lua_pushliteral(L, "ctx_meta");
     if (lua_rawget(L, -2) != LUA_TTABLE) return luaL_error(L, "ctx_meta is not a table");
@@ -893,6 +911,9 @@ static int ctx_meta(lua_State *L) {
     lua_pushvalue(L, -3);
     lua_rawset(L, -3);
     st->ctxmeta_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushliteral(L, "dispatch"); /* read once: every message calls it */
+    if (lua_rawget(L, 2) != LUA_TFUNCTION) return luaL_error(L, "dispatch is not a function");
+    st->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -904,7 +925,7 @@ static struct state *state_build(struct agents *rt, const char *chunkname, const
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    st->module_ref = st->sdk_ref = st->encode_ref = st->decode_ref = st->ctxmeta_ref = LUA_NOREF;
+    st->module_ref = st->sdk_ref = st->encode_ref = st->decode_ref = st->ctxmeta_ref = st->dispatch_ref = LUA_NOREF;
     char e[4096];
     st->sb = sandbox_new(&rt->cfg.limits, e, sizeof e);
     if (!st->sb) {
@@ -934,10 +955,10 @@ static struct state *state_build(struct agents *rt, const char *chunkname, const
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    lua_pushcfunction(L, ctx_meta);
+    lua_pushcfunction(L, sdk_refs);
     lua_pushlightuserdata(L, st);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        snprintf(err, errlen, "the agent SDK has no usable ctx_meta: %s",
+        snprintf(err, errlen, "the agent SDK is not usable: %s",
                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "out of memory");
         lua_pop(L, 1);
         goto fail;
@@ -1157,9 +1178,7 @@ static void rebuild(struct agent *a) {
         /* Try again later, as after a crash. */
         log_error("agent '%s': rebuild failed: %s", a->name, a->source ? err : "no source");
         pthread_mutex_lock(&a->mu);
-        a->crash_count++;
-        double backoff = BACKOFF_MIN * pow(2, a->crash_count - 1);
-        if (backoff > BACKOFF_MAX) backoff = BACKOFF_MAX;
+        double backoff = next_backoff(a);
         snprintf(a->last_error, sizeof a->last_error, "rebuild failed: %.480s", a->source ? err : "no source");
         pthread_mutex_unlock(&a->mu);
         struct timer t = {.when = now_mono() + backoff, .kind = IT_RESTART, .agent = a};
@@ -1353,10 +1372,14 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
     return lua_gettop(L) - (int)ctx;
 }
 
-int agents_wait_yield(lua_State *L) {
+int agents_wait_yieldk(lua_State *L, lua_KFunction k) {
     int base = lua_gettop(L);
     lua_pushlightuserdata(L, (void *)&sandbox_host_yield_key);
-    return lua_yieldk(L, 1, base, wait_k);
+    return lua_yieldk(L, 1, base, k ? k : wait_k);
+}
+
+int agents_wait_yield(lua_State *L) {
+    return agents_wait_yieldk(L, NULL);
 }
 
 void agents_wait_complete(const struct agents_token *token, int (*push)(lua_State *L, void *data), void *data,
@@ -1387,17 +1410,14 @@ void agents_wait_timer(const struct agents_token *token, double seconds, const c
 /* The runtime's answer to a client whose request got no reply: `failure` {"error": error}, or for a
  * full mailbox `refuse` {"error": "busy"} (FIPA's refusal: the agent would not take it now). */
 static struct bus_envelope *failure_for(const struct bus_envelope *req, const char *error) {
-    struct bus_envelope *f = bus_envelope_new();
+    struct bus_envelope *f = malloc(sizeof *f);
     if (!f) return NULL;
-    strcpy(f->performative, strcmp(error, "busy") == 0 ? "refuse" : "failure");
-    snprintf(f->sender, sizeof f->sender, "%s", req->receiver);
-    strcpy(f->receiver, CLIENT);
-    snprintf(f->conversation_id, sizeof f->conversation_id, "%s", req->conversation_id);
-    snprintf(f->in_reply_to, sizeof f->in_reply_to, "%s", req->reply_with);
-    snprintf(f->user_id, sizeof f->user_id, "%s", req->user_id);
-    json_t *c = json_pack("{s:s}", "error", error);
-    f->content = c ? json_dumps(c, JSON_COMPACT) : NULL;
-    json_decref(c);
+    answer_of(f, strcmp(error, "busy") == 0 ? "refuse" : "failure", req->receiver, req,
+              json_pack("{s:s}", "error", error));
+    if (bus_envelope_fill(f) != BUS_OK) {
+        bus_envelope_free(f);
+        return NULL;
+    }
     return f;
 }
 
@@ -1547,13 +1567,16 @@ static const char *status_name(enum agent_status s) {
     return s == ST_RUNNING ? "running" : s == ST_RESTARTING ? "restarting" : "degraded";
 }
 
+/* a's status now: degraded ends once it has run a window without crashing. Caller holds a->mu. */
+static enum agent_status current_status(struct agent *a) {
+    if (a->status == ST_DEGRADED && recent_crashes(a, now_mono()) < DEGRADED_CRASHES && a->cur)
+        a->status = ST_RUNNING;
+    return a->status;
+}
+
 static json_t *status_of(struct agents *rt, struct agent *a) {
     pthread_mutex_lock(&a->mu);
-    double now = now_mono();
-    int recent = 0;
-    for (int k = 0; k < DEGRADED_CRASHES; k++)
-        if (a->crashes_at[k] > 0 && now - a->crashes_at[k] < CRASH_WINDOW) recent++;
-    if (a->status == ST_DEGRADED && recent < DEGRADED_CRASHES && a->cur) a->status = ST_RUNNING;
+    current_status(a);
     json_t *caps = a->capabilities_json ? json_loads(a->capabilities_json, 0, NULL) : NULL;
     json_t *subs = a->subscribes_json ? json_loads(a->subscribes_json, 0, NULL) : NULL;
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:I, s:i, s:I, s:I, s:I, s:s*, s:o, s:o}", "name", a->name,
@@ -1600,11 +1623,14 @@ json_t *agents_status_one(struct agents *rt, const char *name) {
 
 int agents_degraded(struct agents *rt) {
     int n = 0;
-    json_t *all = agents_status(rt);
-    size_t i;
-    json_t *o;
-    json_array_foreach(all, i, o) n += strcmp(json_string_value(json_object_get(o, "status")), "degraded") == 0;
-    json_decref(all);
+    pthread_rwlock_rdlock(&rt->reg_lock);
+    for (struct agent *a = rt->agents; a; a = a->next_all) {
+        if (a->removed) continue;
+        pthread_mutex_lock(&a->mu);
+        n += current_status(a) == ST_DEGRADED;
+        pthread_mutex_unlock(&a->mu);
+    }
+    pthread_rwlock_unlock(&rt->reg_lock);
     return n;
 }
 

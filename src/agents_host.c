@@ -118,10 +118,6 @@ int agents_host_start(struct app *app, char *err, size_t errlen) {
     return 0;
 }
 
-int agents_host_load_dir(struct app *app, const char *dir) {
-    return agents_store_load_dir(app, dir);
-}
-
 void agents_host_stop(struct app *app) {
     agents_stop(app->agents); /* no handler runs now: nothing publishes or waits on I/O any more */
     replica_free(app->replica); /* sends what is queued; no more calls from other replicas */

@@ -13,9 +13,6 @@
 /* Starts app->agents. 0, or -1 with err (the runtime could not start; a bad agent file is not an
  * error). */
 int agents_host_start(struct app *app, char *err, size_t errlen);
-/* Loads every *.lua file of dir (sorted by name) into the runtime (agents_store_load_dir). Returns
- * how many loaded; errors are logged with the file and line. */
-int agents_host_load_dir(struct app *app, const char *dir);
 /* Stops the runtime (waiting requests get `failure` "stopped"). Accepts an app without one. */
 void agents_host_stop(struct app *app);
 

@@ -34,7 +34,7 @@ struct state {
     struct agent *agent;
     struct sandbox *sb;
     long version;
-    int module_ref, sdk_ref, encode_ref, decode_ref, ctxmeta_ref;
+    int module_ref, sdk_ref, encode_ref, decode_ref, ctxmeta_ref, dispatch_ref;
     struct run *runs;             /* live runs */
     int live;
     struct run *current;          /* the run being resumed now, NULL outside one */
@@ -61,6 +61,9 @@ int agents_publish(struct agents *rt, struct bus_envelope *env);
 /* Arms a timer that completes the run's current wait (token) after `seconds` with no values
  * (timeout_error NULL) or with nil, timeout_error. */
 void agents_wait_timer(const struct agents_token *token, double seconds, const char *timeout_error);
+/* agents_wait_yield with a continuation of one's own: when the wait completes, k runs with the
+ * completion's values above the stack the host function had (its context is that stack's size). */
+int agents_wait_yieldk(lua_State *L, lua_KFunction k);
 /* The runtime's I/O loop, or NULL. */
 struct aio *agents_aio(const struct agents *rt);
 /* Default request timeout. */

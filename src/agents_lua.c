@@ -225,9 +225,7 @@ static int l_request(lua_State *L) {
         return 2;
     }
     agents_wait_timer(&tok, timeout, "timeout");
-    int base = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&sandbox_host_yield_key);
-    return lua_yieldk(L, 1, base, request_k);
+    return agents_wait_yieldk(L, request_k);
 }
 
 static struct agents *runtime_of(lua_State *L, const char *fn) {
@@ -300,9 +298,7 @@ static int l_sleep(lua_State *L) {
     struct agents_token tok;
     if (agents_wait_begin(L, &tok) != 0) return luaL_error(L, "orrery.sleep: only inside a message handler");
     agents_wait_timer(&tok, s, NULL);
-    int base = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&sandbox_host_yield_key);
-    return lua_yieldk(L, 1, base, sleep_k);
+    return agents_wait_yieldk(L, sleep_k);
 }
 
 /* ---- orrery.db and orrery.http: I/O on the runtime's loop ---- */
@@ -313,18 +309,6 @@ static struct aio *aio_of(lua_State *L, const char *fn) {
     struct aio *aio = agents_aio(agents_agent_runtime(st->agent));
     if (!aio) luaL_error(L, "%s: not available in this runtime", fn);
     return aio;
-}
-
-/* Waits for the completion filed under tok; the values push gives are returned. */
-static int io_k(lua_State *L, int status, lua_KContext base) {
-    (void)status;
-    return lua_gettop(L) - (int)base;
-}
-
-static int wait_io(lua_State *L) {
-    int base = lua_gettop(L);
-    lua_pushlightuserdata(L, (void *)&sandbox_host_yield_key);
-    return lua_yieldk(L, 1, base, io_k);
 }
 
 struct db_wait {
@@ -415,7 +399,7 @@ static int l_query(lua_State *L) {
         free(w);
         return luaL_error(L, "orrery.db.query: out of memory");
     }
-    return wait_io(L);
+    return agents_wait_yield(L);
 }
 
 struct fetch_wait {
@@ -463,7 +447,7 @@ static void fetch_done(void *ud, struct aio_response *resp) {
  *   -> {status=, headers={lower-case name=value}, body=} | nil, error */
 static int l_fetch(lua_State *L) {
     struct aio *aio = aio_of(L, "orrery.http.fetch");
-    current_run(L, "orrery.http.fetch");
+    struct run *r = current_run(L, "orrery.http.fetch");
     struct aio_fetch req;
     memset(&req, 0, sizeof req);
     req.url = luaL_checkstring(L, 1);
@@ -499,13 +483,13 @@ static int l_fetch(lua_State *L) {
     }
     char err[256];
     if (aio_fetch(aio, &req, fetch_done, w, err, sizeof err) != 0) {
-        current_run(L, "orrery.http.fetch")->wait_seq++; /* nothing will complete this wait */
+        r->wait_seq++; /* nothing will complete this wait */
         free(w);
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
-    return wait_io(L);
+    return agents_wait_yield(L);
 }
 
 void agents_lua_build(lua_State *L, void *ud) {

@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -607,9 +606,9 @@ static void *loop_main(void *arg) {
             if (fd < 0) continue;
             short ev = 0;
             if (c->state == PG_CONNECTING)
-                ev = c->poll == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+                ev = c->poll == PGRES_POLLING_READING ? CURL_WAIT_POLLIN : CURL_WAIT_POLLOUT;
             else
-                ev = (short)(POLLIN | (c->want_write ? POLLOUT : 0));
+                ev = (short)(CURL_WAIT_POLLIN | (c->want_write ? CURL_WAIT_POLLOUT : 0));
             wfd[n] = (struct curl_waitfd){.fd = fd, .events = ev};
             which[n++] = i;
         }
@@ -635,7 +634,7 @@ static void *loop_main(void *arg) {
             if (c->state == PG_CONNECTING) {
                 pg_connect_step(c);
             } else if (c->state == PG_BUSY) {
-                if (c->want_write && (rev & POLLOUT)) {
+                if (c->want_write && (rev & CURL_WAIT_POLLOUT)) {
                     int f = PQflush(c->conn);
                     if (f < 0) {
                         pg_close(c, "database connection lost");
@@ -643,7 +642,7 @@ static void *loop_main(void *arg) {
                     }
                     c->want_write = f == 1;
                 }
-                if (rev & (POLLIN | POLLERR | POLLHUP)) pg_read(aio, c);
+                if (rev & CURL_WAIT_POLLIN) pg_read(aio, c); /* a hang-up reads as readable too */
             }
         }
         /* Idle connections can be told the server went away: notice it on the next job instead. */
